@@ -1,0 +1,13 @@
+"""sparsebench methods: pure PyTorch. Every method, one training loop, one metrics module.
+
+Importing the package registers every method family (one module each). This package never imports
+ray, optuna or mlflow (tests/test_layering.py checks it).
+"""
+from . import dense  # noqa: F401  (registers "dense")
+from .config import ConfigError, DataConfig, RunConfig, TrainConfig
+from .data import DatasetError, list_datasets, load_dataset
+from .registry import UnknownMethodError, get_method, list_methods, register_method
+from .train import Trainer, train
+
+__all__ = ["ConfigError", "DataConfig", "DatasetError", "RunConfig", "TrainConfig", "Trainer", "UnknownMethodError",
+           "get_method", "list_datasets", "list_methods", "load_dataset", "register_method", "train"]

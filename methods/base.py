@@ -1,0 +1,57 @@
+"""The contract between a method and the one training loop (methods/train.py).
+
+A method is a registered subclass of `Method` with a typed `Config` (a `ModelConfig` whose defaults are the
+paper's values, source cited next to each) and hooks. The loop calls, in order:
+
+    model = method.build()                      once
+    opt = method.optimizer(model)               once
+    per step:  loss = CE + method.extra_loss(model, x, out, hidden)   (regularisers; None for none)
+               opt.step(); method.after_step(model, opt, step)        (e.g. Lp-sphere mask updates)
+    per epoch: method.after_epoch(model, opt, epoch)                  (e.g. SET rewiring, neuron pruning)
+    checkpoint: method.state_dict() / load_state_dict()               (schedules, extras a resume needs)
+
+Masks and other tensors that belong to layers live in the model's buffers and are checkpointed with it.
+A method never imports ray, optuna or mlflow.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, RunConfig
+from .data import DataInfo
+from .optim import make_optimizer
+
+
+class Method:
+    name: ClassVar[str] = ""  # set by @register_method
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    # True when the model's hidden activations are needed by extra_loss (saves a second forward pass).
+    needs_hidden: ClassVar[bool] = False
+
+    def __init__(self, cfg: RunConfig, info: DataInfo):
+        self.cfg = cfg
+        self.info = info
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return make_optimizer([p for p in model.parameters() if p.requires_grad], self.cfg.train)
+
+    def extra_loss(self, model: nn.Module, x: torch.Tensor, out: torch.Tensor, hidden: list[torch.Tensor] | None) -> torch.Tensor | None:
+        return None
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        pass
+
+    def after_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        """Called after epoch `epoch` (1-based) has been trained, before it is measured."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

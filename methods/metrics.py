@@ -1,0 +1,118 @@
+"""The one place that measures. Every number a run reports comes from here, computed from the layers'
+`effective_weight()` / `effective_bias()` (never from a nominal knob such as a target sparsity), so that
+every method is counted the same way (DESIGN.md, metrics table).
+
+Definitions
+- params_trainable: scalars the optimizer updates (`WeightLayer.num_trainable()` for weight layers, so a
+  masked or frozen entry does not count; `numel` of other modules' trainable parameters).
+- params_dense: scalars of the dense network of the same shape: weights plus biases of every weight layer
+  (Paper C's "Dense" count, shared/papers/spectral.md section 5.1, N1*N2 + 10*N2 + N2 + 10).
+- weights_nonzero / weight_sparsity: exact nonzeros of the effective weights (biases excluded).
+- neurons_active / neuron_sparsity: a hidden unit is active when it has at least one nonzero incoming AND
+  at least one nonzero outgoing effective weight; a unit lacking either passes nothing that depends on the
+  input to the output. Per-layer `neurons_no_in` / `neurons_no_out` keep the counts for the other
+  conventions (shared/papers/set_neuron_pruning.md section 5: the paper's convention is unknown).
+- hoyer: Hoyer (2004) sparsity of each output unit's effective weight vector, H(w) = (sqrt(d) -
+  |w|_1/|w|_2) / (sqrt(d) - 1), averaged over the units of a layer, then over layers weighted by their
+  number of weights (as `Hoyer_layer_sparsity` / `Hoyer_net_sparsity` in WilliamLiPro/LpSS myFunction.py,
+  shared/papers/lp_sphere.md section 1.4). An all-zero unit counts as 1 (maximally sparse); d = 1 gives
+  0 for a nonzero weight.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import WeightLayer, weight_layers
+
+# Keys every run reports every epoch (DESIGN.md). tests/test_registry.py checks each method reports them.
+EPOCH_KEYS = ("epoch", "seconds", "train_loss", "train_acc", "val_acc", "test_acc", "params_trainable", "params_dense",
+              "weights_nonzero", "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Top-1 accuracy as a 0-dim tensor on the model's device (no host sync here)."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    for start in range(0, len(x), batch_size):
+        correct += (model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum()
+    model.train(was_training)
+    return correct.double() / max(len(x), 1)
+
+
+def hoyer_rows(w: torch.Tensor) -> torch.Tensor:
+    """Hoyer sparsity of each row of `w` (rows = output units; trailing dims flattened, e.g. conv filters)."""
+    w = w.detach().reshape(w.shape[0], -1).double()
+    d = w.shape[1]
+    l1 = w.abs().sum(1)
+    l2 = w.pow(2).sum(1).sqrt()
+    zero = l2 == 0
+    if d == 1:
+        return zero.double()
+    ratio = torch.where(zero, torch.zeros_like(l1), l1 / torch.where(zero, torch.ones_like(l2), l2))
+    h = (math.sqrt(d) - ratio) / (math.sqrt(d) - 1)
+    return torch.where(zero, torch.ones_like(h), h)
+
+
+def params_trainable(model: nn.Module) -> int:
+    total = 0
+    for m in model.modules():
+        if isinstance(m, WeightLayer):
+            total += m.num_trainable()
+        else:
+            total += sum(p.numel() for p in m.parameters(recurse=False) if p.requires_grad)
+    return total
+
+
+@torch.no_grad()
+def structure(model: nn.Module) -> dict[str, float]:
+    """Parameter, sparsity, neuron and Hoyer metrics (network-level and per layer `layer<k>/...`)."""
+    layers = weight_layers(model)
+    ws = [l.effective_weight().detach() for l in layers]
+    out: dict[str, float] = {}
+    # One stacked transfer to the host at the end: the per-layer counts stay on the device until then.
+    nnz = [torch.count_nonzero(w) for w in ws]
+    hoy = [hoyer_rows(w).mean() for w in ws]
+    nz_in = [(w.reshape(w.shape[0], -1) != 0).any(1) for w in ws]        # unit k of layer i has an incoming weight
+    nz_out = [(w.reshape(w.shape[0], w.shape[1], -1) != 0).any(2).any(0) if w.dim() > 1 else None for w in ws]
+    host = torch.stack([n.double() for n in nnz] + hoy).cpu().tolist()
+    nnz_h, hoy_h = host[: len(ws)], host[len(ws):]
+
+    dense_weights = sum(w.numel() for w in ws)
+    params_dense = dense_weights + sum(w.shape[0] for w, l in zip(ws, layers) if l.effective_bias() is not None)
+    for i, (w, n, h) in enumerate(zip(ws, nnz_h, hoy_h)):
+        out[f"layer{i}/weights_nonzero"] = int(n)
+        out[f"layer{i}/weight_sparsity"] = 1.0 - n / w.numel()
+        out[f"layer{i}/hoyer"] = h
+
+    # Hidden units: outputs of every layer but the last, inputs of the next (a feed-forward chain).
+    active_total = hidden_total = 0
+    for i in range(len(ws) - 1):
+        if ws[i].shape[0] != ws[i + 1].shape[1]:
+            raise ValueError(f"layer{i} has {ws[i].shape[0]} outputs but layer{i + 1} has {ws[i + 1].shape[1]} inputs: "
+                             f"neuron metrics need a chain of weight layers")
+        has_in, has_out = nz_in[i], nz_out[i + 1]
+        active = int((has_in & has_out).sum())
+        units = ws[i].shape[0]
+        out[f"layer{i}/neurons_active"] = active
+        out[f"layer{i}/neuron_sparsity"] = 1.0 - active / units
+        out[f"layer{i}/neurons_no_in"] = int((~has_in).sum())
+        out[f"layer{i}/neurons_no_out"] = int((~has_out).sum())
+        active_total += active
+        hidden_total += units
+
+    weights_nonzero = int(sum(nnz_h))
+    out.update(
+        params_trainable=params_trainable(model),
+        params_dense=int(params_dense),
+        weights_nonzero=weights_nonzero,
+        weight_sparsity=1.0 - weights_nonzero / dense_weights if dense_weights else 0.0,
+        neurons_active=active_total,
+        neuron_sparsity=1.0 - active_total / hidden_total if hidden_total else 0.0,
+        hoyer=sum(h * w.numel() for h, w in zip(hoy_h, ws)) / dense_weights if dense_weights else 0.0,
+    )
+    return out

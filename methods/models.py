@@ -1,0 +1,55 @@
+"""Model families shared by the methods. An `MLP` is a chain of weight layers built by a factory, so that
+dense, masked (SET), spectral and Lp-sphere networks share one forward pass and one set of metrics.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .layers import DenseLinear, WeightLayer
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
+
+LayerFactory = Callable[[int, int, bool, int], WeightLayer]  # (n_in, n_out, bias, index) -> layer
+
+
+def dense_factory(n_in: int, n_out: int, bias: bool, index: int) -> WeightLayer:
+    return DenseLinear(n_in, n_out, bias=bias)
+
+
+class MLP(nn.Module):
+    """Flatten -> [layer -> activation -> dropout] * len(hidden) -> layer (logits).
+
+    `widths` is the whole chain (inputs, hidden..., classes). Dropout follows each hidden activation,
+    never the logits.
+    """
+
+    def __init__(self, widths: Sequence[int], activation: str = "relu", dropout: float = 0.0, bias: bool = True,
+                 factory: LayerFactory = dense_factory):
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError(f"an MLP needs at least input and output widths, got {list(widths)}")
+        self.widths = tuple(int(w) for w in widths)
+        self.layers = nn.ModuleList(factory(a, b, bias, i) for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:])))
+        self.act = ACTIVATIONS[activation]()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def weight_layers(self) -> list[WeightLayer]:
+        return list(self.layers)
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False):
+        h = x.flatten(1)
+        hidden = []
+        for layer in self.layers[:-1]:
+            h = self.act(layer(h))
+            hidden.append(h)
+            h = self.drop(h)
+        out = self.layers[-1](h)
+        return (out, hidden) if return_hidden else out

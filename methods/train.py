@@ -1,0 +1,169 @@
+"""The one training loop for every method (DESIGN.md): short enough to read top to bottom.
+
+`Trainer(cfg)` builds data, method, model, optimizer and schedule; `fit(on_epoch)` trains the remaining
+epochs and calls `on_epoch(metrics, trainer)` after each (the workflows report and checkpoint there).
+`state_dict()` holds everything a resume needs (model with its buffers/masks, optimizer, schedule, method
+state, every RNG, epoch, step, history), so that a run stopped after epoch k and resumed from that state
+gives bit-identical metrics on CPU (tests/test_train.py).
+
+Hot path habits: the whole dataset is a tensor on the device, batches are index-permutation slices, the
+running loss and accuracy stay on the device, and the host syncs once per epoch (in `_measure`).
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+from .config import RunConfig
+from .data import Dataset, load_dataset
+from .optim import make_scheduler
+from .registry import get_method
+
+EpochCallback = Callable[[dict[str, float], "Trainer"], None]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, device: str | torch.device | None = "cpu", data: Dataset | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        seed_everything(cfg.train.seed)
+        self.data = data.to(self.device) if data is not None else load_dataset(cfg.data, self.device)
+        self.method = get_method(cfg.method)(cfg, self.data.info)
+        self.model = self.method.build().to(self.device)
+        self.optimizer = self.method.optimizer(self.model)
+        self.scheduler = make_scheduler(self.optimizer, cfg.train)
+        # Data order has its own generator so that dropout or a method's random draws never shift it.
+        self.order_rng = torch.Generator().manual_seed(cfg.train.seed)
+        self.epoch = 0
+        self.step = 0
+        self.seconds = 0.0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the training split; returns (mean loss, accuracy) as device tensors."""
+        x, y = self.data.x_train, self.data.y_train
+        self.model.train()
+        perm = torch.randperm(len(x), generator=self.order_rng).to(self.device, non_blocking=True)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for idx in perm.split(self.cfg.train.batch_size):
+            yb = y[idx]
+            loss, out = self.train_step(x[idx], yb)
+            loss_sum += loss * len(idx)
+            correct += (out.argmax(1) == yb).sum()
+        return loss_sum / len(x), correct.double() / len(x)
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch; returns the (detached) cross-entropy and logits."""
+        model, opt, method = self.model, self.optimizer, self.method
+        if method.needs_hidden:
+            out, hidden = model(xb, return_hidden=True)
+        else:
+            out, hidden = model(xb), None
+        loss = F.cross_entropy(out, yb)
+        extra = method.extra_loss(model, xb, out, hidden)
+        opt.zero_grad(set_to_none=True)
+        (loss if extra is None else loss + extra).backward()
+        opt.step()
+        self.step += 1
+        method.after_step(model, opt, self.step)
+        return loss.detach(), out.detach()
+
+    def run_epoch(self) -> dict[str, float]:
+        start = time.perf_counter()
+        loss, acc = self.train_epoch()
+        self.scheduler.step()
+        self.epoch += 1
+        self.method.after_epoch(self.model, self.optimizer, self.epoch)
+        m = self._measure(loss, acc)
+        self.seconds += time.perf_counter() - start
+        m["seconds"] = self.seconds
+        self.history.append(m)
+        return m
+
+    def _measure(self, train_loss: torch.Tensor, train_acc: torch.Tensor) -> dict[str, float]:
+        d = self.data
+        val = metrics.accuracy(self.model, d.x_val, d.y_val)
+        test = metrics.accuracy(self.model, d.x_test, d.y_test)
+        loss_h, acc_h, val_h, test_h = torch.stack([train_loss.double(), train_acc, val, test]).cpu().tolist()
+        return {"epoch": self.epoch, "train_loss": loss_h, "train_acc": acc_h, "val_acc": val_h, "test_acc": test_h,
+                "lr": self.optimizer.param_groups[0]["lr"], **metrics.structure(self.model)}
+
+    def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
+        """Train until `cfg.train.epochs`, starting from the current epoch (0, or a restored one)."""
+        while self.epoch < self.cfg.train.epochs:
+            m = self.run_epoch()
+            if on_epoch is not None:
+                on_epoch(m, self)
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config_hash": self.cfg.hash(),
+            "config": self.cfg.canonical(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "seconds": self.seconds,
+            "history": list(self.history),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "method": self.method.state_dict(),
+            "rng": {
+                "order": self.order_rng.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config_hash"] != self.cfg.hash():
+            raise ValueError(f"checkpoint belongs to config {state['config_hash']}, not {self.cfg.hash()}")
+        # The method first: it may reshape the model (e.g. pruned layers) before the weights are loaded.
+        self.method.load_state_dict(state["method"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
+        self.history = list(state["history"])
+        rng = state["rng"]
+        self.order_rng.set_state(rng["order"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+    def save(self, path) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load(self, path) -> None:
+        # weights_only=False: the state holds numpy/python RNG states; the file is our own checkpoint.
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+
+def train(cfg: RunConfig, device: str | torch.device | None = "cpu", on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
+    """Train `cfg` from scratch; the per-epoch metrics."""
+    return Trainer(cfg, device).fit(on_epoch)

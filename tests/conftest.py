@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests run on CPU; the real datasets in ../shared/datasets are used when present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import methods
+from methods import DataConfig, RunConfig, load_dataset
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    # Bit-identical comparisons need the same intra-op thread count on both sides of a comparison.
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset(DataConfig(dataset="digits"))
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"{SHARED_DATASETS} not present (real data files are only on the developers' machines)")
+    return SHARED_DATASETS
+
+
+def small_config(method: str, **flat) -> RunConfig:
+    """A fast config of `method` on digits, with dropout where the model has it (exercises the RNG)."""
+    base = {"method": method, "train.epochs": 4, "train.batch_size": 64, "train.lr": 0.05}
+    model_keys = methods.get_method(method).Config.keys()
+    if "dropout" in model_keys:
+        base["model.dropout"] = 0.1
+    if "hidden" in model_keys:
+        base["model.hidden"] = [32, 16]
+    return RunConfig.from_flat({**base, **flat})
+
+
+@pytest.fixture
+def in_tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return tmp_path

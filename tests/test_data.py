@@ -1,0 +1,130 @@
+"""Dataset loading: IDX parsing on files the test writes, the real files when present, checksums, download."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from methods import DataConfig, DatasetError, load_dataset
+from methods.data import MNIST, IdxSource, RemoteFile, fetch_idx, parse_idx, write_idx
+
+
+def make_idx_dataset(folder: Path, n_train=50, n_test=20, seed=0) -> IdxSource:
+    """Small IDX .gz files in MNIST's format, and a source describing them with their real checksums."""
+    rng = np.random.default_rng(seed)
+    arrays = {"train_x": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train_y": rng.integers(0, 10, n_train, dtype=np.uint8),
+              "test_x": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "test_y": rng.integers(0, 10, n_test, dtype=np.uint8)}
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for role, a in arrays.items():
+        name = MNIST.files[role].filename
+        write_idx(a, folder / name)
+        files[role] = RemoteFile(name, sha256_raw=hashlib.sha256(gzip.decompress((folder / name).read_bytes())).hexdigest())
+    return IdxSource(folder=folder.name, urls=(), files=files, citation="test"), arrays
+
+
+def test_idx_round_trip(tmp_path):
+    source, arrays = make_idx_dataset(tmp_path / "tiny")
+    got = fetch_idx(source, tmp_path, download=False)
+    for role in arrays:
+        np.testing.assert_array_equal(got[role], arrays[role])
+
+
+def test_idx_header_errors():
+    with pytest.raises(DatasetError, match="not an IDX file"):
+        parse_idx(b"\x01\x02\x08\x01", "x")
+    good = bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big") + b"abc"
+    assert parse_idx(good).tolist() == [97, 98, 99]
+    with pytest.raises(DatasetError, match="size mismatch"):
+        parse_idx(good[:-1], "short")
+
+
+def test_corrupted_file_gives_checksum_error(tmp_path):
+    source, _ = make_idx_dataset(tmp_path / "tiny")
+    path = tmp_path / "tiny" / source.files["train_y"].filename
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[-1] ^= 0xFF  # one flipped label: still valid IDX, wrong content
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DatasetError, match=r"checksum mismatch .*delete it to download it again"):
+        fetch_idx(source, tmp_path, download=False)
+
+
+def test_truncated_gzip_is_an_error_not_a_crash(tmp_path):
+    source, _ = make_idx_dataset(tmp_path / "tiny")
+    path = tmp_path / "tiny" / source.files["test_x"].filename
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DatasetError, match="not a valid gzip file"):
+        fetch_idx(source, tmp_path, download=False)
+
+
+def test_missing_file_without_download(tmp_path):
+    source, _ = make_idx_dataset(tmp_path / "tiny")
+    (tmp_path / "tiny" / source.files["test_y"].filename).unlink()
+    with pytest.raises(DatasetError, match="missing"):
+        fetch_idx(source, tmp_path, download=False)
+
+
+def test_download_from_url_into_cache_then_verify(tmp_path):
+    remote, arrays = make_idx_dataset(tmp_path / "remote" / "tiny")
+    source = IdxSource(folder="tiny", urls=("file:///nonexistent/", (tmp_path / "remote" / "tiny").as_uri() + "/"),
+                       files=remote.files, citation="test")
+    cache = tmp_path / "cache"
+    got = fetch_idx(source, cache)  # the first URL fails, the second serves
+    assert sorted(p.name for p in (cache / "tiny").iterdir()) == sorted(f.filename for f in source.files.values())
+    np.testing.assert_array_equal(got["test_x"], arrays["test_x"])
+
+
+def test_download_failure_names_the_file(tmp_path):
+    source, _ = make_idx_dataset(tmp_path / "remote" / "tiny")
+    source = IdxSource(folder="tiny", urls=("file:///nonexistent/",), files=source.files, citation="test")
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte.gz: download failed"):
+        fetch_idx(source, tmp_path / "cache")
+
+
+def test_mnist_loader_via_sparsebench_data(tmp_path, monkeypatch):
+    """The registered `mnist` loader reads $SPARSEBENCH_DATA/mnist; small test files fail MNIST's checksums."""
+    make_idx_dataset(tmp_path / "mnist")
+    monkeypatch.setenv("SPARSEBENCH_DATA", str(tmp_path))
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        load_dataset(DataConfig(dataset="mnist"))
+
+
+def test_real_mnist_from_shared_datasets(shared_datasets, monkeypatch):
+    monkeypatch.setenv("SPARSEBENCH_DATA", str(shared_datasets))
+    ds = load_dataset(DataConfig(dataset="mnist", val_fraction=0.1))
+    assert (ds.info.n_train, ds.info.n_val, ds.info.n_test) == (54000, 6000, 10000)
+    assert ds.x_train.shape == (54000, 1, 28, 28) and ds.x_train.dtype == torch.float32
+    assert 0.0 == ds.x_test.min() and ds.x_test.max() == 1.0
+    assert torch.bincount(ds.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # official test split
+
+
+def test_fashion_mnist_labels_from_shared_datasets(shared_datasets):
+    from methods.data import FASHION_MNIST, _verify
+
+    for role in ("train_y", "test_y"):
+        spec = FASHION_MNIST.files[role]
+        labels = parse_idx(_verify(shared_datasets / "fashion-mnist" / spec.filename, spec))
+        assert np.bincount(labels).tolist() == [len(labels) // 10] * 10  # Fashion-MNIST is balanced
+
+
+def test_digits_split_is_fixed_by_split_seed():
+    a = load_dataset(DataConfig())
+    b = load_dataset(DataConfig())
+    c = load_dataset(DataConfig(split_seed=1))
+    assert torch.equal(a.x_val, b.x_val) and not torch.equal(a.x_val, c.x_val)
+    assert torch.equal(a.x_test, c.x_test)  # the test split never depends on the config
+    assert a.info.n_train + a.info.n_val + a.info.n_test == 1797
+    sub = load_dataset(DataConfig(max_train=100, max_test=50))
+    assert (len(sub.x_train), len(sub.x_test)) == (100, 50)
+    assert torch.equal(sub.x_train, a.x_train[:100])
+
+
+def test_unknown_dataset():
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar10'; available: digits, fashion_mnist, mnist"):
+        load_dataset(DataConfig(dataset="cifar10"))

@@ -1,0 +1,78 @@
+"""Every registered method gets these checks for free (timm's registry-parameterized tests)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from methods import Trainer, list_methods
+from methods.metrics import EPOCH_KEYS
+
+from .conftest import small_config
+
+METHODS = list_methods()
+
+
+def test_registry_is_not_empty():
+    assert "dense" in METHODS
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_forward_shape(method, digits):
+    tr = Trainer(small_config(method), data=digits)
+    out = tr.model(digits.x_test[:7])
+    assert out.shape == (7, digits.info.num_classes)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_step_lowers_loss_on_fixed_batch(method, digits):
+    tr = Trainer(small_config(method, **{"train.lr": 0.01, "train.momentum": 0.0}), data=digits)
+    xb, yb = digits.x_train[:256], digits.y_train[:256]
+    tr.model.eval()  # no dropout noise in the before/after comparison
+    with torch.no_grad():
+        before = F.cross_entropy(tr.model(xb), yb).item()
+    tr.model.train()
+    tr.train_step(xb, yb)
+    tr.model.eval()
+    with torch.no_grad():
+        after = F.cross_entropy(tr.model(xb), yb).item()
+    assert after < before, (before, after)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_metric_key_present_and_sane(method, digits):
+    hist = Trainer(small_config(method, **{"train.epochs": 2}), data=digits).fit()
+    assert [m["epoch"] for m in hist] == [1, 2]
+    for m in hist:
+        missing = set(EPOCH_KEYS) - set(m)
+        assert not missing, missing
+        for k in ("train_acc", "val_acc", "test_acc", "weight_sparsity", "neuron_sparsity", "hoyer"):
+            assert 0.0 <= m[k] <= 1.0, (k, m[k])
+        assert math.isfinite(m["train_loss"]) and m["train_loss"] > 0
+        assert 0 < m["params_trainable"] <= m["params_dense"]
+        assert 0 < m["weights_nonzero"] <= m["params_dense"]
+        assert 0 <= m["neurons_active"]
+    assert hist[1]["seconds"] > hist[0]["seconds"] > 0
+    # Learning happened: after 2 epochs the model beats chance (10 classes) on held-out data.
+    assert hist[-1]["val_acc"] > 0.3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_checkpoint_resume_gives_identical_metrics(method, digits, tmp_path):
+    cfg = small_config(method)
+    full = Trainer(cfg, data=digits).fit()
+
+    first = Trainer(cfg, data=digits)
+    for _ in range(2):
+        first.run_epoch()
+    first.save(tmp_path / "state.pt")
+    del first
+    resumed = Trainer(cfg, data=digits)
+    resumed.load(tmp_path / "state.pt")
+    rest = resumed.fit()
+
+    strip = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]  # noqa: E731 - wall time differs
+    assert strip(rest) == strip(full)

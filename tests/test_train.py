@@ -1,0 +1,78 @@
+"""The one training loop: optimizers, schedules, resume across every combination, bad checkpoints."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from methods import RunConfig, Trainer
+
+from .conftest import small_config
+
+COMBOS = [
+    {"train.optimizer": "sgd", "train.schedule": "step", "train.step_size": 2, "train.gamma": 0.5, "train.nesterov": True,
+     "train.weight_decay": 1e-4},
+    {"train.optimizer": "adam", "train.schedule": "cosine", "train.lr": 0.003},
+    {"train.optimizer": "adamax", "train.schedule": "constant", "train.lr": 0.01, "model.activation": "tanh"},
+    {"train.optimizer": "sgd", "model.activation": "elu", "model.bias": False},
+    {"train.optimizer": "sgd", "model.activation": "sigmoid", "train.lr": 0.5},
+]
+
+
+@pytest.mark.parametrize("flat", COMBOS, ids=lambda f: "-".join(str(v) for v in f.values()))
+def test_resume_is_bit_identical_for_every_optimizer_and_schedule(flat, digits, tmp_path):
+    cfg = small_config("dense", **flat)
+    full = Trainer(cfg, data=digits).fit()
+    part = Trainer(cfg, data=digits)
+    part.run_epoch()
+    part.save(tmp_path / "s.pt")
+    resumed = Trainer(cfg, data=digits)
+    resumed.load(tmp_path / "s.pt")
+    rest = resumed.fit()
+    assert len(rest) == len(full)
+    for a, b in zip(rest, full):
+        a, b = dict(a), dict(b)
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b
+    for pa, pb in zip(resumed.model.parameters(), Trainer(cfg, data=digits).model.parameters()):
+        assert pa.shape == pb.shape
+
+
+def test_schedules_change_the_learning_rate_as_configured(digits):
+    step = Trainer(small_config("dense", **{"train.schedule": "step", "train.step_size": 2, "train.gamma": 0.5,
+                                            "train.lr": 0.1}), data=digits).fit()
+    assert [m["lr"] for m in step] == pytest.approx([0.1, 0.05, 0.05, 0.025])
+    cos = Trainer(small_config("dense", **{"train.schedule": "cosine", "train.lr": 0.1}), data=digits).fit()
+    assert cos[-1]["lr"] == pytest.approx(0.0, abs=1e-12) and cos[1]["lr"] == pytest.approx(0.05)
+
+
+def test_same_seed_same_run_other_seed_other_run(digits):
+    cfg = small_config("dense", **{"train.epochs": 2})
+    a, b = Trainer(cfg, data=digits).fit(), Trainer(cfg, data=digits).fit()
+    c = Trainer(cfg.replace(**{"train.seed": 1}), data=digits).fit()
+    assert a[-1]["train_loss"] == b[-1]["train_loss"]
+    assert a[-1]["train_loss"] != c[-1]["train_loss"]
+
+
+def test_checkpoint_of_another_config_is_refused(digits, tmp_path):
+    a = Trainer(small_config("dense"), data=digits)
+    a.save(tmp_path / "a.pt")
+    b = Trainer(small_config("dense", **{"train.lr": 0.2}), data=digits)
+    with pytest.raises(ValueError, match="checkpoint belongs to config"):
+        b.load(tmp_path / "a.pt")
+
+
+def test_weight_decay_shrinks_weights(digits):
+    base = {"train.epochs": 2, "train.momentum": 0.0}
+    plain = Trainer(small_config("dense", **base), data=digits)
+    decayed = Trainer(small_config("dense", **base, **{"train.weight_decay": 0.05}), data=digits)
+    plain.fit(), decayed.fit()
+    norm = lambda t: sum(p.norm() ** 2 for p in t.model.parameters())  # noqa: E731
+    assert norm(decayed) < norm(plain)
+
+
+def test_dense_model_matches_config(digits):
+    cfg = RunConfig.from_flat({"method": "dense", "model.hidden": [20, 10], "model.bias": False, "model.dropout": 0.2})
+    model = Trainer(cfg, data=digits).model
+    assert [tuple(l.weight.shape) for l in model.layers] == [(20, 64), (10, 20), (10, 10)]
+    assert all(l.bias is None for l in model.layers)
+    assert isinstance(model.drop, torch.nn.Dropout) and model.drop.p == 0.2

@@ -1,0 +1,6 @@
+"""`python -m workflows <cmd>` == `sparsebench <cmd>`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,185 @@
+"""`sparsebench search`: one Optuna study per method, scheduled by Ray Tune with ASHA, recorded in MLflow.
+
+Each method gets its own study with the same trial budget, so that the comparison is fair (a joint study
+where the method is a categorical choice would give the best-looking method most trials). The studies run
+one after another on the same Ray cluster, each using all of it.
+
+A study's name is derived from the hash of everything that defines it (method, dataset, epochs, search
+space, budget, seed, scheduler), so rerunning the same command finds the same study: its Tune experiment
+is restored (finished trials are not rerun) and its MLflow parent run is reopened.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from methods import RunConfig
+from methods.data import load_dataset
+
+from . import tracking
+from .search_space import SearchSpace, load_search_space
+from .trial import MlflowTrialCallback, run_config_from, trainable
+
+METRIC, MODE = "val_acc", "max"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    methods: tuple[str, ...]
+    dataset: str = "digits"
+    num_samples: int = 8
+    epochs: int = 10
+    max_concurrent: int = 0          # 0: as many as the cluster's CPUs allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    tracking_uri: str = ""
+    storage: str = ""
+    seed: int = 0
+    search_space: str = ""           # a file overriding the method's default space (single method only)
+    grace_period: int = 1            # ASHA: epochs every trial gets before it may be stopped
+    reduction_factor: int = 2
+    experiment: str = ""             # MLflow experiment; default search/<dataset>
+
+
+@dataclass(frozen=True)
+class Study:
+    method: str
+    space: SearchSpace
+    base: dict[str, Any]             # flat keys set by the command line
+    name: str
+
+
+def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchSettings) -> str:
+    ident = {"space": space.fingerprint(), "base": base, "num_samples": s.num_samples, "seed": s.seed,
+             "asha": [s.grace_period, s.reduction_factor], "metric": METRIC}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{method}-{base['data.dataset']}-{digest}"
+
+
+def plan(s: SearchSettings) -> list[Study]:
+    """Validate everything the search needs, before Ray starts: methods, spaces, dataset (loaded once)."""
+    studies = []
+    for method in s.methods:
+        space = load_search_space(method, s.search_space or None)
+        base = {"method": method, "data.dataset": s.dataset, "train.epochs": s.epochs, "train.seed": s.seed}
+        # Every value the command line sets must make a valid config together with the space's fixed values.
+        RunConfig.from_flat({**space.fixed, **base})
+        studies.append(Study(method, space, base, study_name(method, space, base, s)))
+    # Loads (downloading on first use) and verifies the data: a missing or corrupt file fails here.
+    load_dataset(RunConfig.from_flat({**studies[0].space.fixed, **studies[0].base}).data, "cpu")
+    return studies
+
+
+def quiet() -> None:
+    """Our own one line per trial replaces the libraries' progress output."""
+    import logging
+
+    import optuna
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune snapshots its state whenever a trial has checkpointed num_to_keep times; that is intended here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to `$RAY_ADDRESS` when set, else start a local Ray bound to loopback."""
+    quiet()
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", include_dashboard=False,
+                 num_cpus=num_cpus, log_to_driver=False, configure_logging=True, logging_level="warning")
+
+
+def _storage(s: SearchSettings) -> str:
+    if s.storage and "://" in s.storage:
+        return s.storage
+    return str(Path(s.storage or "ray_results").resolve())
+
+
+def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, Any]:
+    """One method's search. Returns {study, parent_run_id, experiment_id, trials}."""
+    uri = s.tracking_uri or tracking.default_tracking_uri()
+    c = tracking.client(uri)
+    experiment = s.experiment or f"search/{s.dataset}"
+    exp_id = tracking.get_or_create_experiment(c, experiment)
+    parent = tracking.start_parent_run(
+        c, exp_id, study.name, run_name=f"{study.method}-search",
+        tags={"method": study.method, "dataset": s.dataset, "stage": "search"},
+        params={"num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed, "search_space": study.space.source,
+                "space": json.dumps(study.space.fingerprint(), sort_keys=True), "scheduler": "asha",
+                "asha.grace_period": s.grace_period, "asha.reduction_factor": s.reduction_factor,
+                "cpus_per_trial": s.cpus_per_trial, "gpus_per_trial": s.gpus_per_trial})
+    decode = study.space.decode
+    fn = tune.with_resources(tune.with_parameters(trainable, decode=decode), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    callback = MlflowTrialCallback(uri, exp_id, parent, stage="search", decode=decode, tags={"study": study.name},
+                                   max_epochs=s.epochs, echo=echo)
+    storage = _storage(s)
+    path = f"{storage.rstrip('/')}/{study.name}"
+    if tune.Tuner.can_restore(path):
+        # A rerun of the same command (e.g. after the driver was killed): finished trials are kept.
+        if echo:
+            print(f"  restoring study {study.name} from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = OptunaSearch(space=study.space.define_by_run(study.base), metric=METRIC, mode=MODE,
+                                sampler=_sampler(s.seed), study_name=study.name)
+        scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.epochs,
+                                  grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor)
+        tuner = tune.Tuner(
+            fn,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
+                                        max_concurrent_trials=s.max_concurrent or None,
+                                        trial_dirname_creator=lambda t: f"{t.trial_id}_{run_config_from(decode(t.config)).hash()}"),
+            run_config=tune.RunConfig(name=study.name, storage_path=storage, callbacks=[callback], verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                      failure_config=tune.FailureConfig(max_failures=2)),
+        )
+    grid = tuner.fit()
+    status = "FAILED" if grid.num_errors else "FINISHED"
+    tracking.set_tags(c, parent, {"trials": str(len(grid)), "trial_errors": str(grid.num_errors)})
+    _log_study_table(c, uri, experiment, parent)
+    c.set_terminated(parent, status=status)
+    return {"study": study.name, "parent_run_id": parent, "experiment_id": exp_id, "experiment": experiment,
+            "trials": len(grid), "errors": grid.num_errors}
+
+
+def _log_study_table(c, uri: str, experiment: str, parent: str) -> None:
+    """The study's table (its trials only) as artifacts of its parent run, so the MLflow UI shows it."""
+    from .tables import best_table, render, runs_frame
+
+    runs = runs_frame(uri, experiment)
+    table = best_table(runs[runs["parent_run_id"] == parent])
+    for fmt, name in (("markdown", "table.md"), ("csv", "table.csv"), ("html", "table.html")):
+        c.log_text(parent, render(table, fmt), name)
+
+
+def _sampler(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def search(s: SearchSettings, echo: bool = True) -> list[dict[str, Any]]:
+    studies = plan(s)
+    init_ray()
+    out = []
+    for study in studies:
+        if echo:
+            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on {s.dataset}", flush=True)
+        out.append(run_study(study, s, echo=echo))
+    return out

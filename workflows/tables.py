@@ -1,0 +1,81 @@
+"""MLflow runs -> pandas -> tables (shrinkbench's one fixed-column DataFrame for all runs).
+
+`runs_frame` has one row per trial run with fixed columns; `best_table` keeps, per (experiment, method,
+dataset), the trial with the best validation accuracy and reports ITS test accuracy: choosing by test
+accuracy would overstate every method.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import tracking
+
+RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
+               "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
+               "weight_sparsity", "neuron_sparsity", "hoyer", "epochs", "seconds"]
+TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
+                 "weight_sparsity", "neuron_sparsity", "epochs", "trials", "config_hash"]
+FORMATS = ("markdown", "csv", "latex", "html")
+
+
+class TableError(ValueError):
+    pass
+
+
+def runs_frame(tracking_uri: str, experiment: str | None = None) -> pd.DataFrame:
+    """One row per trial run of `experiment` (all experiments when None)."""
+    c = tracking.client(tracking_uri)
+    if experiment:
+        exp = c.get_experiment_by_name(experiment)
+        if exp is None:
+            names = sorted(e.name for e in c.search_experiments())
+            raise TableError(f"unknown experiment {experiment!r}; available: {', '.join(names) or 'none'}")
+        exps = [exp]
+    else:
+        exps = [e for e in c.search_experiments() if e.name != "Default"]
+    rows = []
+    for exp in exps:
+        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'", max_results=50000)
+        for r in runs:
+            m, t = r.data.metrics, r.data.tags
+            rows.append({
+                "experiment": exp.name, "method": t.get("method"), "dataset": t.get("dataset"), "stage": t.get("stage"),
+                "status": r.info.status, "run_id": r.info.run_id, "parent_run_id": t.get(tracking.PARENT_TAG),
+                "config_hash": t.get("config_hash"), "val_acc": m.get("val_acc"), "test_acc": m.get("test_acc"),
+                "train_acc": m.get("train_acc"), "params_trainable": m.get("params_trainable"),
+                "params_dense": m.get("params_dense"), "weights_nonzero": m.get("weights_nonzero"),
+                "weight_sparsity": m.get("weight_sparsity"), "neuron_sparsity": m.get("neuron_sparsity"),
+                "hoyer": m.get("hoyer"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
+            })
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def best_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (experiment, method, dataset): the finished trial with the best val_acc, and the trial count."""
+    done = runs[runs["val_acc"].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    keys = ["experiment", "method", "dataset"]
+    counts = runs.groupby(keys).size().rename("trials")
+    # Ties on val_acc go to fewer trainable parameters, then to the earlier run id (deterministic).
+    ordered = done.sort_values(["val_acc", "params_trainable", "run_id"], ascending=[False, True, True])
+    best = ordered.groupby(keys, as_index=False).head(1).set_index(keys).join(counts).reset_index()
+    for col in ("params_trainable", "weights_nonzero", "epochs", "trials"):
+        best[col] = best[col].astype("Int64")
+    return best[TABLE_COLUMNS].sort_values(keys).reset_index(drop=True)
+
+
+def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
+    if fmt not in FORMATS:
+        raise TableError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    shown = df.copy()
+    for col in ("test_acc", "val_acc", "weight_sparsity", "neuron_sparsity"):
+        if col in shown:
+            shown[col] = shown[col].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
+    if fmt == "markdown":
+        return shown.to_markdown(index=False, disable_numparse=True)
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "latex":
+        return shown.to_latex(index=False, escape=True)
+    return shown.to_html(index=False)

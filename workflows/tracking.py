@@ -1,0 +1,139 @@
+"""Every MLflow convention of sparsebench (DESIGN.md, "MLflow layout").
+
+- experiment = a study, e.g. `search/digits`; one parent run per (method, setting), found again by its tag
+  `sparsebench.study` so that a rerun of the same command continues it instead of adding another;
+- one child run per trial (tag `mlflow.parentRunId`), found again by `sparsebench.trial_id`;
+- experiments and parent runs are created by the driver before trials start; trials never touch MLflow:
+  their results reach the driver through Tune, and `MlflowTrialCallback` (running in the driver) is the only
+  writer. This keeps SQLite (one writer at a time) safe and costs no extra transfer.
+- every run logs its config (params), git commit + dirty flag, package versions, command line, dataset name
+  and checksum, and hardware.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+TAG_STUDY = "sparsebench.study"
+TAG_TRIAL = "sparsebench.trial_id"
+TAG_KIND = "sparsebench.kind"  # parent | trial
+PARENT_TAG = "mlflow.parentRunId"
+PACKAGES = ("torch", "ray", "optuna", "mlflow", "pandas", "numpy", "scikit-learn", "scipy", "sparsebench")
+_MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
+
+
+def default_tracking_uri() -> str:
+    """`$MLFLOW_TRACKING_URI`, else SQLite `mlflow.db` in the working directory (absolute, for Ray workers)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def client(uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_or_create_experiment(c: MlflowClient, name: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return c.create_experiment(name)
+
+
+def _git_info() -> dict[str, str]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            return {"git.commit": commit.stdout.strip(), "git.dirty": str(bool(status.stdout.strip())).lower()}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"git.commit": "unknown", "git.dirty": "unknown"}
+
+
+def _versions() -> dict[str, str]:
+    out = {"version.python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[f"version.{p}"] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[f"version.{p}"] = "not installed"
+    return out
+
+
+def hardware() -> dict[str, str]:
+    """The machine this runs on (called in trials too, whose hardware may differ from the driver's)."""
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"host": socket.gethostname(), "platform": platform.platform(), "cpu_count": str(os.cpu_count()),
+            "torch_threads": str(torch.get_num_threads()), "gpus": ", ".join(gpus) or "none"}
+
+
+def env_tags() -> dict[str, str]:
+    tags = {**_git_info(), **_versions(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000]}
+    tags.update({f"driver.{k}": v for k, v in hardware().items()})
+    return tags
+
+
+def find_run(c: MlflowClient, experiment_id: str, tags: dict[str, str]) -> Any | None:
+    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = c.search_runs([experiment_id], filter_string=flt, max_results=2, order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def start_parent_run(c: MlflowClient, experiment_id: str, study: str, run_name: str, tags: dict[str, str],
+                     params: dict[str, Any]) -> str:
+    """The parent run of a study, created once; a rerun of the same study reopens it (status RUNNING)."""
+    found = find_run(c, experiment_id, {TAG_STUDY: study, TAG_KIND: "parent"})
+    if found is not None:
+        c.update_run(found.info.run_id, status="RUNNING")
+        return found.info.run_id
+    run = c.create_run(experiment_id, run_name=run_name,
+                       tags={TAG_STUDY: study, TAG_KIND: "parent", **env_tags(), **tags})
+    log_params(c, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(c: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 90):  # MLflow: at most 100 params per batch
+        c.log_batch(run_id, params=items[i:i + 90])
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch numbers of a Tune result (Tune adds its own bookkeeping keys, which are dropped)."""
+    from methods.metrics import EPOCH_KEYS
+
+    return {k: float(v) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (k in EPOCH_KEYS or k.startswith("layer") or k == "lr")}
+
+
+def log_epoch(c: MlflowClient, run_id: str, values: dict[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    ms = [Metric(k, v, now, step) for k, v in sorted(values.items())]
+    for i in range(0, len(ms), _MAX_BATCH):
+        c.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH])
+
+
+def last_logged_epoch(c: MlflowClient, run_id: str) -> int:
+    hist = c.get_metric_history(run_id, "epoch")
+    return int(max((m.value for m in hist), default=0))
+
+
+def set_tags(c: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])

@@ -1,0 +1,120 @@
+"""The Tune trainable shared by `search` (and later `reproduce`): config -> methods.Trainer -> per-epoch
+`tune.report` with a checkpoint. A retried or restored trial resumes from its last checkpoint, so its
+metrics continue exactly where they stopped (Trainer.state_dict holds every RNG).
+
+`MlflowTrialCallback` runs in the driver: it opens one MLflow child run per trial (or finds the one a
+resumed trial already has, by tag), logs each epoch once (epochs already logged are skipped after a retry)
+and closes the run with the trial's final status.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from methods import RunConfig, Trainer
+
+from . import tracking
+
+STATE_FILE = "trainer_state.pt"
+
+
+def run_config_from(config: dict[str, Any]) -> RunConfig:
+    """A Tune trial config (flat keys; search params already decoded) -> RunConfig."""
+    return RunConfig.from_flat(config)
+
+
+def trainable(config: dict[str, Any], decode=None) -> None:
+    """Ray Tune function trainable. `decode` maps sampled values back to config values (list choices)."""
+    cfg = run_config_from(decode(config) if decode else config)
+    trainer = Trainer(cfg, device="auto")
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load(Path(d) / STATE_FILE)
+    info = {"config_hash": cfg.hash(), "dataset_checksum": trainer.data.info.checksum, "device": str(trainer.device),
+            **{f"trial.{k}": v for k, v in tracking.hardware().items()}}
+
+    def report(metrics: dict[str, float], tr: Trainer) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            tr.save(Path(d) / STATE_FILE)
+            tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    trainer.fit(report)
+
+
+class MlflowTrialCallback(tune.Callback):
+    """Driver-side MLflow writer for the trials of one study (one Tuner)."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, stage: str, decode, tags: dict[str, str],
+                 max_epochs: int, echo: bool = True):
+        self.uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.max_epochs = max_epochs
+        self.stage, self.decode, self.tags, self.echo = stage, decode, tags, echo
+        self._client = None
+        self._runs: dict[str, str] = {}       # trial_id -> run_id
+        self._logged: dict[str, int] = {}     # run_id -> last epoch logged
+
+    @property
+    def client(self):
+        if self._client is None:  # created lazily: the callback is pickled with the Tuner state
+            self._client = tracking.client(self.uri)
+        return self._client
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
+
+    def _run_for(self, trial) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        c = self.client
+        found = tracking.find_run(c, self.experiment_id, {tracking.TAG_TRIAL: trial.trial_id, tracking.PARENT_TAG: self.parent_run_id})
+        if found is not None:  # a restored or retried trial continues its own run
+            run_id = found.info.run_id
+            c.update_run(run_id, status="RUNNING")
+            self._logged[run_id] = tracking.last_logged_epoch(c, run_id)
+        else:
+            cfg = run_config_from(self.decode(trial.config))
+            run = c.create_run(self.experiment_id, run_name=f"{cfg.method}-{trial.trial_id}", tags={
+                tracking.PARENT_TAG: self.parent_run_id, tracking.TAG_TRIAL: trial.trial_id, tracking.TAG_KIND: "trial",
+                "stage": self.stage, "method": cfg.method, "dataset": cfg.data.dataset, "config_hash": cfg.hash(),
+                **self.tags})
+            run_id = run.info.run_id
+            tracking.log_params(c, run_id, cfg.flat())
+            self._logged[run_id] = 0
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_for(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run_for(trial)
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self._logged.get(run_id, 0):
+            return  # already logged before a retry: never log an epoch twice
+        if self._logged.get(run_id, 0) == 0:
+            tracking.set_tags(self.client, run_id, {k: v for k, v in result.items()
+                                                    if k in ("dataset_checksum", "device") or k.startswith("trial.")})
+        tracking.log_epoch(self.client, run_id, tracking.numeric_metrics(result), step=epoch)
+        self._logged[run_id] = epoch
+
+    def _finish(self, trial, status: str):
+        run_id = self._run_for(trial)
+        last = trial.last_result or {}
+        stopped = status == "FINISHED" and int(last.get("epoch", 0)) < self.max_epochs
+        if stopped:  # ASHA stopped it: a finished run, but not a fully trained one
+            tracking.set_tags(self.client, run_id, {"early_stopped": "true"})
+        self.client.set_terminated(run_id, status=status)
+        if self.echo:
+            word = "stopped" if stopped else status.lower()
+            print(f"  trial {trial.trial_id} {word:8s} epoch {last.get('epoch', 0):>3} "
+                  f"val_acc {last.get('val_acc', float('nan')):.4f} test_acc {last.get('test_acc', float('nan')):.4f}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED")
