@@ -117,7 +117,7 @@ class DataConfig(Section):
     section: ClassVar[str] = "data"
     dataset: str = spec("digits", help="dataset name (methods.data.list_datasets())")
     val_fraction: float = spec(0.1, gt=0.0, lt=1.0, help="fraction of the training split held out for validation")
-    split_seed: int = spec(0, ge=0, help="seed of the train/val split; fixed across trials so that their val_acc compare")
+    split_seed: int = spec(0, ge=0, le=2**32 - 1, help="seed of the train/val split; fixed across trials so that their val_acc compare")
     max_train: int = spec(0, ge=0, help="use at most this many training samples (0 = all), a fixed subset per split_seed")
     max_test: int = spec(0, ge=0, help="use at most this many test samples (0 = all), the first ones of the official split")
 
@@ -135,7 +135,7 @@ class TrainConfig(Section):
     schedule: str = spec("constant", choices=("constant", "step", "cosine"))
     step_size: int = spec(10, ge=1, help="epochs between decays of the step schedule")
     gamma: float = spec(0.1, gt=0.0, le=1.0, help="decay factor of the step schedule")
-    seed: int = spec(0, ge=0, help="seed of initialisation, data order and dropout")
+    seed: int = spec(0, ge=0, le=2**32 - 1, help="seed of initialisation, data order and dropout")
 
     def validate(self) -> None:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0.0):
@@ -175,6 +175,15 @@ class RunConfig:
 
         return (["method"] + [f"data.{k}" for k in DataConfig.keys()] + [f"train.{k}" for k in TrainConfig.keys()]
                 + [f"model.{k}" for k in get_method(method).Config.keys()])
+
+    @classmethod
+    def field_type(cls, method: str, key: str) -> Any:
+        """The annotated type of a flat key, e.g. `int` for `train.epochs`."""
+        from .registry import get_method
+
+        head, _, name = key.partition(".")
+        section = {"data": DataConfig, "train": TrainConfig, "model": get_method(method).Config}[head]
+        return typing.get_type_hints(section)[name]
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> "RunConfig":

@@ -175,19 +175,23 @@ def _verify(path: Path, spec: RemoteFile) -> bytes:
     return raw
 
 
-def _download(urls: tuple[str, ...], filename: str, dest: Path) -> None:
+def _download(urls: tuple[str, ...], spec: RemoteFile, dest: Path) -> None:
+    """Try each mirror; a file is moved under its real name only after it passed its checksum."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for base in urls:
+        tmp = Path(tempfile.mkstemp(dir=dest.parent, suffix=".part")[1])
         try:
-            with urllib.request.urlopen(base + filename, timeout=60) as r, \
-                    tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
-                shutil.copyfileobj(r, tmp)
-            os.replace(tmp.name, dest)  # atomic: a killed download never leaves a half file under the real name
+            with urllib.request.urlopen(base + spec.filename, timeout=60) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f)
+            _verify(tmp, spec)  # a wrong page or a corrupt mirror falls through to the next URL
+            os.replace(tmp, dest)  # atomic: a killed download never leaves a half file under the real name
             return
-        except OSError as e:
-            errors.append(f"{base}: {e}")
-    raise DatasetError(f"{filename}: download failed from every source ({'; '.join(errors)}); "
+        except (OSError, DatasetError) as e:
+            errors.append(f"{base}: {str(e).replace(str(tmp), 'download')}")
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise DatasetError(f"{spec.filename}: download failed from every source ({'; '.join(errors)}); "
                        f"put the file in {dest.parent} or set SPARSEBENCH_DATA")
 
 
@@ -200,7 +204,7 @@ def fetch_idx(source: IdxSource, root: Path | None = None, download: bool = True
         if not path.exists():
             if not download:
                 raise DatasetError(f"{path}: missing (downloads are off)")
-            _download(source.urls, spec.filename, path)
+            _download(source.urls, spec, path)
         out[role] = parse_idx(_verify(path, spec), str(path))
     return out
 
@@ -276,6 +280,8 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path
     perm = np.random.default_rng(cfg.split_seed).permutation(len(x_tr))
     n_val = max(1, int(round(cfg.val_fraction * len(x_tr))))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if len(train_idx) == 0:
+        raise DatasetError(f"{cfg.dataset}: data.val_fraction={cfg.val_fraction} leaves no training samples out of {len(x_tr)}")
     if cfg.max_train:
         train_idx = train_idx[: cfg.max_train]
     if cfg.max_test:

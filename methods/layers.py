@@ -8,6 +8,8 @@ eigenvectors) overrides `num_trainable()`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -21,9 +23,9 @@ class WeightLayer(nn.Module):
     def effective_bias(self) -> torch.Tensor | None:
         return getattr(self, "bias", None)
 
-    def num_trainable(self) -> int:
-        """Scalars of this layer's own parameters that the optimizer updates."""
-        return sum(p.numel() for p in self.parameters(recurse=False) if p.requires_grad)
+    def num_trainable(self, updated: Callable[[nn.Parameter], bool]) -> int:
+        """Scalars of this layer's own parameters that the optimizer updates (`updated(p)`: p is in it)."""
+        return sum(p.numel() for p in self.parameters(recurse=False) if updated(p))
 
 
 class DenseLinear(nn.Linear, WeightLayer):

@@ -3,8 +3,8 @@
 every method is counted the same way (DESIGN.md, metrics table).
 
 Definitions
-- params_trainable: scalars the optimizer updates (`WeightLayer.num_trainable()` for weight layers, so a
-  masked or frozen entry does not count; `numel` of other modules' trainable parameters).
+- params_trainable: scalars the optimizer updates: parameters in its param groups, counted by
+  `WeightLayer.num_trainable()` for weight layers (so a masked or frozen entry does not count).
 - params_dense: scalars of the dense network of the same shape: weights plus biases of every weight layer
   (Paper C's "Dense" count, shared/papers/spectral.md section 5.1, N1*N2 + 10*N2 + N2 + 10).
 - weights_nonzero / weight_sparsity: exact nonzeros of the effective weights (biases excluded).
@@ -58,18 +58,25 @@ def hoyer_rows(w: torch.Tensor) -> torch.Tensor:
     return torch.where(zero, torch.ones_like(h), h)
 
 
-def params_trainable(model: nn.Module) -> int:
+def params_trainable(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Scalars the optimizer updates: parameters in its groups (all `requires_grad` ones without an optimizer),
+    as counted by each WeightLayer (which excludes masked or frozen entries)."""
+    if optimizer is not None:
+        ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        updated = lambda p: id(p) in ids and p.requires_grad  # noqa: E731
+    else:
+        updated = lambda p: p.requires_grad  # noqa: E731
     total = 0
     for m in model.modules():
         if isinstance(m, WeightLayer):
-            total += m.num_trainable()
+            total += m.num_trainable(updated)
         else:
-            total += sum(p.numel() for p in m.parameters(recurse=False) if p.requires_grad)
+            total += sum(p.numel() for p in m.parameters(recurse=False) if updated(p))
     return total
 
 
 @torch.no_grad()
-def structure(model: nn.Module) -> dict[str, float]:
+def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
     """Parameter, sparsity, neuron and Hoyer metrics (network-level and per layer `layer<k>/...`)."""
     layers = weight_layers(model)
     ws = [l.effective_weight().detach() for l in layers]
@@ -107,7 +114,7 @@ def structure(model: nn.Module) -> dict[str, float]:
 
     weights_nonzero = int(sum(nnz_h))
     out.update(
-        params_trainable=params_trainable(model),
+        params_trainable=params_trainable(model, optimizer),
         params_dense=int(params_dense),
         weights_nonzero=weights_nonzero,
         weight_sparsity=1.0 - weights_nonzero / dense_weights if dense_weights else 0.0,

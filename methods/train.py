@@ -63,14 +63,16 @@ class Trainer:
         x, y = self.data.x_train, self.data.y_train
         self.model.train()
         perm = torch.randperm(len(x), generator=self.order_rng).to(self.device, non_blocking=True)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for idx in perm.split(self.cfg.train.batch_size):
-            yb = y[idx]
-            loss, out = self.train_step(x[idx], yb)
-            loss_sum += loss * len(idx)
-            correct += (out.argmax(1) == yb).sum()
-        return loss_sum / len(x), correct.double() / len(x)
+        batches = perm.split(self.cfg.train.batch_size)
+        # Per step only the loss is kept and the predictions written in place; reductions happen once per epoch.
+        losses = []
+        pred = torch.empty_like(y)
+        for idx in batches:
+            loss, out = self.train_step(x[idx], y[idx])
+            losses.append(loss)
+            pred[idx] = out.argmax(1)
+        sizes = torch.tensor([len(b) for b in batches], dtype=torch.float32, device=self.device)
+        return torch.stack(losses) @ sizes / len(x), (pred == y).double().mean()
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; returns the (detached) cross-entropy and logits."""
@@ -90,11 +92,13 @@ class Trainer:
 
     def run_epoch(self) -> dict[str, float]:
         start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
         loss, acc = self.train_epoch()
         self.scheduler.step()
         self.epoch += 1
         self.method.after_epoch(self.model, self.optimizer, self.epoch)
         m = self._measure(loss, acc)
+        m["lr"] = lr
         self.seconds += time.perf_counter() - start
         m["seconds"] = self.seconds
         self.history.append(m)
@@ -106,7 +110,7 @@ class Trainer:
         test = metrics.accuracy(self.model, d.x_test, d.y_test)
         loss_h, acc_h, val_h, test_h = torch.stack([train_loss.double(), train_acc, val, test]).cpu().tolist()
         return {"epoch": self.epoch, "train_loss": loss_h, "train_acc": acc_h, "val_acc": val_h, "test_acc": test_h,
-                "lr": self.optimizer.param_groups[0]["lr"], **metrics.structure(self.model)}
+                **metrics.structure(self.model, self.optimizer)}
 
     def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
         """Train until `cfg.train.epochs`, starting from the current epoch (0, or a restored one)."""
@@ -160,8 +164,9 @@ class Trainer:
         torch.save(self.state_dict(), path)
 
     def load(self, path) -> None:
-        # weights_only=False: the state holds numpy/python RNG states; the file is our own checkpoint.
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        # map_location="cpu": RNG states must stay CPU byte tensors; load_state_dict moves weights and optimizer
+        # state to the model's device. weights_only=False: the state holds numpy/python RNG states (our own file).
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
 
 
 def train(cfg: RunConfig, device: str | torch.device | None = "cpu", on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:

@@ -15,8 +15,16 @@ BAD = [
     (["search", "--methods", "dense", "--epochs", "-3"], "--epochs: -3 must be >= 1"),
     (["search", "--methods", "dense", "--epochs", "two"], "--epochs: 'two' is not an integer"),
     (["search", "--methods", "dense", "--num-samples", "0"], "--num-samples: 0 must be >= 1"),
-    (["search", "--methods", "dense", "--gpus-per-trial", "-1"], "--gpus-per-trial: -1.0 must be >= 0"),
-    (["search", "--methods", "dense", "--seed", "-1"], "--seed -1: must be >= 0"),
+    (["search", "--methods", "dense", "--gpus-per-trial", "-1"], "--gpus-per-trial: -1 must be a finite number >= 0"),
+    (["search", "--methods", "dense", "--cpus-per-trial", "nan"], "--cpus-per-trial: nan must be a finite number >= 0"),
+    (["search", "--methods", "dense", "--cpus-per-trial", "0"], "--cpus-per-trial: 0 must be > 0"),
+    (["search", "--methods", "dense", "--seed", "-1"], "--seed: -1 must be in [0, 2**32 - 1]"),
+    (["search", "--methods", "dense", "--seed", "4294967296"], "--seed: 4294967296 must be in [0, 2**32 - 1]"),
+    (["search", "--methods", "dense", "--tracking-uri", "foo://bar"], "--tracking-uri foo://bar: unsupported scheme 'foo'"),
+    (["search", "--methods", "dense", "--tracking-uri", "sqlite:////nonexistent/dir/m.db"], "folder /nonexistent/dir does not exist"),
+    (["search", "--methods", "dense", "--storage", "/proc/nope"], "--storage /proc/nope: cannot create it"),
+    (["ui", "--port", "99999"], "--port: 99999 must be <= 65535"),
+    (["ui"], "no MLflow database there"),
     (["search", "--methods", "dense", "--search-space", "MISSING"], "MISSING: search space file not found"),
     (["search"], "the following arguments are required: --methods"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -49,6 +57,18 @@ def test_corrupt_dataset_stops_before_anything_starts(capsys, in_tmp_cwd, monkey
     assert main(["search", "--methods", "dense", "--dataset", "mnist"]) == 2
     assert "not a valid gzip file" in capsys.readouterr().err
     assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["data"]
+    assert not ray.is_initialized()
+
+
+def test_binary_search_space_and_non_sqlite_store(capsys, in_tmp_cwd):
+    (in_tmp_cwd / "s.yaml").write_bytes(b"\xff\xfe\x00binary")
+    assert main(["search", "--methods", "dense", "--search-space", "s.yaml"]) == 2
+    assert "s.yaml: not a text file" in capsys.readouterr().err
+    (in_tmp_cwd / "x.db").write_text("hello")
+    assert main(["table", "--tracking-uri", f"sqlite:///{in_tmp_cwd / 'x.db'}"]) == 2
+    assert "is not an SQLite database" in capsys.readouterr().err
+    assert main(["search", "--methods", "dense", "--tracking-uri", f"sqlite:///{in_tmp_cwd}"]) == 2
+    assert "is not an SQLite database" in capsys.readouterr().err
     assert not ray.is_initialized()
 
 

@@ -128,3 +128,31 @@ def test_digits_split_is_fixed_by_split_seed():
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="unknown dataset 'cifar10'; available: digits, fashion_mnist, mnist"):
         load_dataset(DataConfig(dataset="cifar10"))
+
+
+def test_train_and_val_are_disjoint_and_max_train_keeps_val():
+    full = load_dataset(DataConfig(val_fraction=0.2))
+    sub = load_dataset(DataConfig(val_fraction=0.2, max_train=50))
+    assert torch.equal(full.x_val, sub.x_val)
+    rows = lambda t: {tuple(r.tolist()) for r in t.flatten(1)}  # noqa: E731
+    # digits has a few duplicate images; disjoint index sets leave at most those in common
+    assert len(rows(full.x_train) & rows(full.x_val)) <= 5
+    assert full.info.n_train + full.info.n_val == 1347
+
+
+def test_empty_training_split_is_an_error():
+    with pytest.raises(DatasetError, match="leaves no training samples"):
+        load_dataset(DataConfig(val_fraction=0.9999))
+
+
+def test_corrupt_first_mirror_falls_through_to_the_next(tmp_path):
+    remote, arrays = make_idx_dataset(tmp_path / "good" / "tiny")
+    bad = tmp_path / "bad" / "tiny"
+    bad.mkdir(parents=True)
+    for spec in remote.files.values():
+        (bad / spec.filename).write_bytes(b"<html>not found</html>")
+    source = IdxSource(folder="tiny", urls=(bad.as_uri() + "/", (tmp_path / "good" / "tiny").as_uri() + "/"),
+                       files=remote.files, citation="test")
+    got = fetch_idx(source, tmp_path / "cache")
+    np.testing.assert_array_equal(got["train_y"], arrays["train_y"])
+    assert not list((tmp_path / "cache" / "tiny").glob("*.part"))

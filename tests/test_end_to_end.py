@@ -47,7 +47,7 @@ def test_search_records_parent_and_child_runs_then_table(in_tmp_cwd, ray_session
         assert run.info.status == "FINISHED"
         assert set(EPOCH_KEYS) <= set(run.data.metrics), set(EPOCH_KEYS) - set(run.data.metrics)
         assert run.data.params["method"] == "dense" and "train.lr" in run.data.params
-        assert run.data.tags["dataset_checksum"] and run.data.tags["trial.host"]
+        assert run.data.tags["dataset_checksum"] and run.data.tags["trial.host"] and run.data.tags["git.commit"]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
         assert steps == sorted(set(steps)) and steps[0] == 1  # each epoch logged once
         hashes.add(run.data.tags["config_hash"])

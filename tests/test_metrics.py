@@ -59,6 +59,13 @@ def test_frozen_parameters_are_not_trainable():
     assert structure(m)["params_dense"] == 23  # the dense shape does not change
 
 
+def test_params_trainable_counts_what_the_optimizer_updates():
+    m = hand_built()
+    opt = torch.optim.SGD([m.layers[0].weight, m.layers[1].bias], lr=0.1)  # biases of layer 0, weight of layer 1 left out
+    assert params_trainable(m, opt) == 12 + 2
+    assert structure(m, opt)["params_trainable"] == 14
+
+
 class MaskedStub(WeightLayer):
     """A layer whose forward uses W * M: metrics must see the mask, not the raw weight."""
 
@@ -71,8 +78,8 @@ class MaskedStub(WeightLayer):
     def effective_weight(self):
         return self.weight * self.mask
 
-    def num_trainable(self):
-        return int(self.mask.sum())
+    def num_trainable(self, updated):
+        return int(self.mask.sum()) if updated(self.weight) else 0
 
     def forward(self, x):
         return x @ self.effective_weight().t()

@@ -54,7 +54,9 @@ def test_every_metric_key_present_and_sane(method, digits):
         assert math.isfinite(m["train_loss"]) and m["train_loss"] > 0
         assert 0 < m["params_trainable"] <= m["params_dense"]
         assert 0 < m["weights_nonzero"] <= m["params_dense"]
-        assert 0 <= m["neurons_active"]
+        # Network totals are the sums of the per-layer values reported beside them.
+        assert m["neurons_active"] == sum(v for k, v in m.items() if k.endswith("/neurons_active"))
+        assert m["weights_nonzero"] == sum(v for k, v in m.items() if k.endswith("/weights_nonzero"))
     assert hist[1]["seconds"] > hist[0]["seconds"] > 0
     # Learning happened: after 2 epochs the model beats chance (10 classes) on held-out data.
     assert hist[-1]["val_acc"] > 0.3

@@ -51,7 +51,11 @@ def test_list_choices_round_trip(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("method: dense\nspace:\n  train.lr: {type: float, low: 0.1, high: 0.01}\n", r"train.lr: low=0.1 must be < high=0.01"),
     ("method: dense\nspace:\n  train.lr: {type: float, low: 0, high: 0.1, log: true}\n", r"train.lr: log scale needs low > 0"),
-    ("method: dense\nspace:\n  train.lr: {type: float, low: a, high: 0.1}\n", r"train.lr: low='a' must be a number"),
+    ("method: dense\nspace:\n  train.lr: {type: float, low: a, high: 0.1}\n", r"train.lr: low='a' must be a finite number"),
+    ("method: dense\nspace:\n  train.lr: {type: float, low: 0.1, high: .inf}\n", r"train.lr: high=inf must be a finite number"),
+    ("method: dense\nspace:\n  train.lr: {type: float, low: 0.1, high: 1, step: .nan}\n", r"train.lr: step=nan must be a finite"),
+    ("method: dense\nspace:\n  train.batch_size: {type: float, low: 16, high: 128}\n", r"train.batch_size: is an integer setting"),
+    ("method: dense\nfixed:\n  train.seed: 5\n", r"train.seed: is set on the command line"),
     ("method: dense\nspace:\n  train.batch_size: {type: int, low: 1.5, high: 8}\n", r"train.batch_size: low=1.5 must be an integer"),
     ("method: dense\nspace:\n  train.lr: {type: uniform, low: 0, high: 1}\n", r"train.lr: needs a mapping with type"),
     ("method: dense\nspace:\n  train.lr: {type: float, low: 0.1, high: 1, q: 2}\n", r"train.lr: unknown field 'q'"),

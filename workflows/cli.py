@@ -6,6 +6,7 @@ Bad input (unknown method or dataset, malformed search space, impossible values)
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ from methods import ConfigError, DatasetError, UnknownMethodError, list_datasets
 from .search_space import SearchSpaceError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 
 
 class UsageError(ValueError):
@@ -43,8 +45,32 @@ def _nonneg_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return v
+
+
+def _pos_float(text: str) -> float:
+    v = _nonneg_float(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return v
+
+
+def _port(text: str) -> int:
+    v = _positive_int(text)
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"{v} must be <= 65535")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{v} must be in [0, 2**32 - 1]")
     return v
 
 
@@ -75,17 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--num-samples", type=_positive_int, default=samples, help="trials per method")
         sp.add_argument("--epochs", type=_positive_int, default=epochs, help="epochs per trial (ASHA's max_t)")
         sp.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at once (default: as the CPUs allow)")
-        sp.add_argument("--cpus-per-trial", type=_nonneg_float, default=1.0)
+        sp.add_argument("--cpus-per-trial", type=_pos_float, default=1.0)
         sp.add_argument("--gpus-per-trial", type=_nonneg_float, default=0.0)
         sp.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
         sp.add_argument("--storage", default=None, help="Ray Tune storage path or URI (default: ./ray_results)")
-        sp.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler and of every trial")
+        sp.add_argument("--seed", type=_seed, default=0, help="seed of the Optuna sampler and of every trial")
 
     s = sub.add_parser("search", help="Optuna search per method, scheduled by Ray Tune + ASHA, logged to MLflow")
     s.add_argument("--methods", type=_methods, required=True, help=f"comma-separated, or 'all' ({', '.join(list_methods())})")
     common(s, epochs=10, samples=8)
     s.add_argument("--search-space", default=None, help="YAML file overriding the method's search_spaces/<method>.yaml")
     s.add_argument("--experiment", default=None, help="MLflow experiment (default: search/<dataset>)")
+    s.add_argument("--grace-period", type=_positive_int, default=1, help="ASHA: epochs every trial runs before it may be stopped")
 
     t = sub.add_parser("table", help="best trial per method from MLflow, as a table")
     t.add_argument("--experiment", default=None, help="MLflow experiment (default: all)")
@@ -97,22 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
     u.add_argument("--tracking-uri", default=None)
-    u.add_argument("--port", type=_positive_int, default=5000)
+    u.add_argument("--port", type=_port, default=5000)
+    u.add_argument("--workers", type=_positive_int, default=1, help="server processes (one is plenty for one user)")
     return p
 
 
 def _settings(args, method_names) -> "SearchSettings":
     from .search import SearchSettings
 
-    if args.seed < 0:
-        raise UsageError(f"--seed {args.seed}: must be >= 0")
     if getattr(args, "search_space", None) and len(method_names) > 1:
         raise UsageError("--search-space: give one method with it (it replaces that method's space)")
     return SearchSettings(methods=tuple(method_names), dataset=args.dataset, num_samples=args.num_samples, epochs=args.epochs,
                           max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                           gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "", storage=args.storage or "",
                           seed=args.seed, search_space=getattr(args, "search_space", None) or "",
-                          experiment=getattr(args, "experiment", None) or "")
+                          experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", 1))
 
 
 def cmd_search(args, method_names) -> int:
@@ -121,11 +147,12 @@ def cmd_search(args, method_names) -> int:
     from .tracking import default_tracking_uri
 
     s = _settings(args, method_names)
-    plan(s)  # validates everything before Ray starts; search() plans again cheaply (data cached by the OS)
+    studies = plan(s)  # everything is validated before Ray starts
     start = time.perf_counter()
-    results = search(s)
+    results = search(s, studies)
     uri = s.tracking_uri or default_tracking_uri()
-    table = best_table(runs_frame(uri, results[0]["experiment"]))
+    # The table of the studies just run (the experiment may hold earlier searches with other settings).
+    table = best_table(runs_frame(uri, results[0]["experiment"], parent_run_ids=[r["parent_run_id"] for r in results]))
     print()
     print(render(table, "markdown"))
     print(f"\n{sum(r['trials'] for r in results)} trials in {time.perf_counter() - start:.1f} s; "
@@ -144,27 +171,30 @@ def cmd_demo(args) -> int:
 
 def cmd_table(args) -> int:
     from .tables import best_table, render, runs_frame
-    from .tracking import default_tracking_uri
+    from .tracking import check_store, default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise UsageError(f"--tracking-uri {uri}: no MLflow database there; run 'sparsebench search' or 'sparsebench demo' first")
+    check_store(uri, must_exist=True)
     print(render(best_table(runs_frame(uri, args.experiment)), args.format))
     return 0
 
 
 def cmd_ui(args) -> int:
-    from .tracking import default_tracking_uri
+    from .tracking import check_store, default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    check_store(uri, must_exist=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
+           "--workers", str(args.workers)]
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover - execv does not return
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .search import ResourceError, SearchInterrupted
     from .tables import TableError
+    from .tracking import StoreError
 
     try:
         args = build_parser().parse_args(argv)
@@ -175,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "table":
             return cmd_table(args)
         return cmd_ui(args)
-    except (UsageError, ConfigError, DatasetError, UnknownMethodError, SearchSpaceError, TableError) as e:
+    except (UsageError, ConfigError, DatasetError, UnknownMethodError, SearchSpaceError, TableError, StoreError,
+            ResourceError) as e:
         print(f"sparsebench: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except SearchInterrupted as e:
+        print(f"sparsebench: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED

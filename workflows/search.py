@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,26 @@ class Study:
     name: str
 
 
+class SearchInterrupted(RuntimeError):
+    """The driver was interrupted (Ctrl-C): unfinished runs were marked KILLED; rerun the command to resume."""
+
+
+def experiment_name(s: SearchSettings) -> str:
+    return s.experiment or f"search/{s.dataset}"
+
+
 def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchSettings) -> str:
+    # The MLflow store and experiment are part of the identity: the same search logged elsewhere is another study.
     ident = {"space": space.fingerprint(), "base": base, "num_samples": s.num_samples, "seed": s.seed,
-             "asha": [s.grace_period, s.reduction_factor], "metric": METRIC}
+             "asha": [s.grace_period, s.reduction_factor], "metric": METRIC,
+             "tracking_uri": s.tracking_uri or tracking.default_tracking_uri(), "experiment": experiment_name(s)}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{method}-{base['data.dataset']}-{digest}"
 
 
 def plan(s: SearchSettings) -> list[Study]:
-    """Validate everything the search needs, before Ray starts: methods, spaces, dataset (loaded once)."""
+    """Validate everything the search needs, before Ray starts: methods, spaces, dataset (loaded once),
+    storage and the MLflow store."""
     studies = []
     for method in s.methods:
         space = load_search_space(method, s.search_space or None)
@@ -76,7 +88,22 @@ def plan(s: SearchSettings) -> list[Study]:
         studies.append(Study(method, space, base, study_name(method, space, base, s)))
     # Loads (downloading on first use) and verifies the data: a missing or corrupt file fails here.
     load_dataset(RunConfig.from_flat({**studies[0].space.fixed, **studies[0].base}).data, "cpu")
+    check_storage(_storage(s))
+    tracking.check_store(s.tracking_uri or tracking.default_tracking_uri())  # last: opening SQLite creates the file
     return studies
+
+
+def check_storage(storage: str) -> None:
+    if "://" in storage:
+        return  # remote storage (s3://, gs://, ...) is checked by Tune itself
+    path = Path(storage)
+    existing = next(p for p in (path, *path.parents) if p.exists())  # checked without creating anything
+    if not existing.is_dir():
+        raise tracking.StoreError(f"--storage {storage}: {existing} is not a folder")
+    try:  # os.access lies for root on read-only file systems: try a transient folder instead
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".sparsebench-check-"))
+    except OSError as e:
+        raise tracking.StoreError(f"--storage {storage}: cannot create it ({existing}: {e.strerror})") from None
 
 
 def quiet() -> None:
@@ -105,6 +132,21 @@ def init_ray(num_cpus: int | None = None) -> None:
                  num_cpus=num_cpus, log_to_driver=False, configure_logging=True, logging_level="warning")
 
 
+class ResourceError(ValueError):
+    pass
+
+
+def check_resources(s: SearchSettings) -> None:
+    """A trial asking for more than any node has would wait forever: refuse it instead."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_cpu = max((n.get("CPU", 0) for n in nodes), default=0)
+    most_gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    if s.cpus_per_trial > most_cpu:
+        raise ResourceError(f"--cpus-per-trial {s.cpus_per_trial:g}: the largest Ray node has {most_cpu:g} CPUs")
+    if s.gpus_per_trial > most_gpu:
+        raise ResourceError(f"--gpus-per-trial {s.gpus_per_trial:g}: the largest Ray node has {most_gpu:g} GPUs")
+
+
 def _storage(s: SearchSettings) -> str:
     if s.storage and "://" in s.storage:
         return s.storage
@@ -112,10 +154,10 @@ def _storage(s: SearchSettings) -> str:
 
 
 def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, Any]:
-    """One method's search. Returns {study, parent_run_id, experiment_id, trials}."""
+    """One method's search. Returns {study, parent_run_id, experiment, trials, errors}."""
     uri = s.tracking_uri or tracking.default_tracking_uri()
     c = tracking.client(uri)
-    experiment = s.experiment or f"search/{s.dataset}"
+    experiment = experiment_name(s)
     exp_id = tracking.get_or_create_experiment(c, experiment)
     parent = tracking.start_parent_run(
         c, exp_id, study.name, run_name=f"{study.method}-search",
@@ -124,46 +166,57 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
                 "space": json.dumps(study.space.fingerprint(), sort_keys=True), "scheduler": "asha",
                 "asha.grace_period": s.grace_period, "asha.reduction_factor": s.reduction_factor,
                 "cpus_per_trial": s.cpus_per_trial, "gpus_per_trial": s.gpus_per_trial})
+    try:
+        grid = _fit(study, s, uri, experiment, echo)
+    except BaseException:
+        tracking.close_open_children(c, exp_id, parent, "FAILED")
+        c.set_terminated(parent, status="FAILED")
+        raise
+    # Tune returns normally after Ctrl-C: trials still open then did not finish.
+    killed = tracking.close_open_children(c, exp_id, parent, "KILLED")
+    done = tracking.count_children(c, exp_id, parent, ("FINISHED", "FAILED"))
+    tracking.set_tags(c, parent, {"trials": str(done), "trial_errors": str(grid.num_errors)})
+    _log_study_table(c, uri, experiment, parent)
+    if killed or done < s.num_samples:
+        c.set_terminated(parent, status="KILLED")
+        raise SearchInterrupted(f"study {study.name} interrupted after {done} of {s.num_samples} trials; "
+                                f"run the same command again to resume it")
+    c.set_terminated(parent, status="FAILED" if grid.num_errors else "FINISHED")
+    return {"study": study.name, "parent_run_id": parent, "experiment": experiment, "trials": done, "errors": grid.num_errors}
+
+
+def _fit(study: Study, s: SearchSettings, uri: str, experiment: str, echo: bool):
     decode = study.space.decode
     fn = tune.with_resources(tune.with_parameters(trainable, decode=decode), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
-    callback = MlflowTrialCallback(uri, exp_id, parent, stage="search", decode=decode, tags={"study": study.name},
-                                   max_epochs=s.epochs, echo=echo)
-    storage = _storage(s)
-    path = f"{storage.rstrip('/')}/{study.name}"
+    path = f"{_storage(s).rstrip('/')}/{study.name}"
     if tune.Tuner.can_restore(path):
         # A rerun of the same command (e.g. after the driver was killed): finished trials are kept.
         if echo:
             print(f"  restoring study {study.name} from {path}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
-    else:
-        searcher = OptunaSearch(space=study.space.define_by_run(study.base), metric=METRIC, mode=MODE,
-                                sampler=_sampler(s.seed), study_name=study.name)
-        scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.epochs,
-                                  grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor)
-        tuner = tune.Tuner(
-            fn,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
-                                        max_concurrent_trials=s.max_concurrent or None,
-                                        trial_dirname_creator=lambda t: f"{t.trial_id}_{run_config_from(decode(t.config)).hash()}"),
-            run_config=tune.RunConfig(name=study.name, storage_path=storage, callbacks=[callback], verbose=0,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                      failure_config=tune.FailureConfig(max_failures=2)),
-        )
-    grid = tuner.fit()
-    status = "FAILED" if grid.num_errors else "FINISHED"
-    tracking.set_tags(c, parent, {"trials": str(len(grid)), "trial_errors": str(grid.num_errors)})
-    _log_study_table(c, uri, experiment, parent)
-    c.set_terminated(parent, status=status)
-    return {"study": study.name, "parent_run_id": parent, "experiment_id": exp_id, "experiment": experiment,
-            "trials": len(grid), "errors": grid.num_errors}
+        return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True).fit()
+    callback = MlflowTrialCallback(uri, experiment, study.name, stage="search", decode=decode, tags={"study": study.name},
+                                   max_epochs=s.epochs, echo=echo)
+    searcher = OptunaSearch(space=study.space.define_by_run(study.base), metric=METRIC, mode=MODE,
+                            sampler=_sampler(s.seed), study_name=study.name)
+    scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.epochs,
+                              grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor)
+    tuner = tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
+                                    max_concurrent_trials=s.max_concurrent or None,
+                                    trial_dirname_creator=lambda t: f"{t.trial_id}_{run_config_from(decode(t.config)).hash()}"),
+        run_config=tune.RunConfig(name=study.name, storage_path=_storage(s), callbacks=[callback], verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  failure_config=tune.FailureConfig(max_failures=2)),
+    )
+    return tuner.fit()
 
 
 def _log_study_table(c, uri: str, experiment: str, parent: str) -> None:
     """The study's table (its trials only) as artifacts of its parent run, so the MLflow UI shows it."""
     from .tables import best_table, render, runs_frame
 
-    runs = runs_frame(uri, experiment)
-    table = best_table(runs[runs["parent_run_id"] == parent])
+    table = best_table(runs_frame(uri, experiment, parent_run_ids=[parent]))
     for fmt, name in (("markdown", "table.md"), ("csv", "table.csv"), ("html", "table.html")):
         c.log_text(parent, render(table, fmt), name)
 
@@ -174,9 +227,11 @@ def _sampler(seed: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def search(s: SearchSettings, echo: bool = True) -> list[dict[str, Any]]:
-    studies = plan(s)
+def search(s: SearchSettings, studies: list[Study] | None = None, echo: bool = True) -> list[dict[str, Any]]:
+    """Run every method's study, one after another; `studies` from `plan(s)` when already validated."""
+    studies = studies or plan(s)
     init_ray()
+    check_resources(s)
     out = []
     for study in studies:
         if echo:

@@ -18,17 +18,20 @@ the epochs), so a space may not sample or fix them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+import search_spaces
+
 from methods.config import ConfigError, RunConfig
 from methods.registry import get_method
 
-SEARCH_SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-COMMAND_LINE_KEYS = ("method", "data.dataset", "train.epochs")
+SEARCH_SPACE_DIR = Path(search_spaces.__file__).resolve().parent
+COMMAND_LINE_KEYS = ("method", "data.dataset", "train.epochs", "train.seed")
 _TOP_KEYS = {"method", "fixed", "space"}
 _PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
                "categorical": {"type", "choices"}}
@@ -114,7 +117,9 @@ def load_search_space(method: str, path: str | Path | None = None) -> SearchSpac
     if not path.is_file():
         raise SearchSpaceError(f"{where}: search space file not found")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SearchSpaceError(f"{where}: not a text file (not UTF-8)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -128,8 +133,8 @@ def _fail(where: str, key: str, msg: str) -> SearchSpaceError:
 
 def _number(where: str, key: str, name: str, v: Any, integer: bool):
     ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok:
-        raise _fail(where, key, f"{name}={v!r} must be {'an integer' if integer else 'a number'}")
+    if isinstance(v, bool) or not ok or not math.isfinite(v):
+        raise _fail(where, key, f"{name}={v!r} must be {'an integer' if integer else 'a finite number'}")
     return v
 
 
@@ -171,6 +176,8 @@ def parse_search_space(doc: Any, method: str, where: str = "<search space>") -> 
             params.append(Param(key, kind, choices=tuple(choices)))
             continue
         integer = kind == "int"
+        if kind == "float" and RunConfig.field_type(method, key) is int:
+            raise _fail(where, key, "is an integer setting: use type: int")
         for name in ("low", "high"):
             if name not in p:
                 raise _fail(where, key, f"missing {name}")

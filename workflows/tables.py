@@ -22,8 +22,8 @@ class TableError(ValueError):
     pass
 
 
-def runs_frame(tracking_uri: str, experiment: str | None = None) -> pd.DataFrame:
-    """One row per trial run of `experiment` (all experiments when None)."""
+def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids: list[str] | None = None) -> pd.DataFrame:
+    """One row per trial run of `experiment` (all experiments when None), optionally of some parent runs only."""
     c = tracking.client(tracking_uri)
     if experiment:
         exp = c.get_experiment_by_name(experiment)
@@ -47,12 +47,16 @@ def runs_frame(tracking_uri: str, experiment: str | None = None) -> pd.DataFrame
                 "weight_sparsity": m.get("weight_sparsity"), "neuron_sparsity": m.get("neuron_sparsity"),
                 "hoyer": m.get("hoyer"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
             })
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    if parent_run_ids is not None:
+        df = df[df["parent_run_id"].isin(parent_run_ids)].reset_index(drop=True)
+    return df
 
 
 def best_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (experiment, method, dataset): the finished trial with the best val_acc, and the trial count."""
-    done = runs[runs["val_acc"].notna()]
+    """Per (experiment, method, dataset): the FINISHED trial with the best val_acc (ASHA-stopped trials count:
+    they finished, at fewer epochs), and the number of trials. Killed or failed runs are never chosen."""
+    done = runs[runs["val_acc"].notna() & (runs["status"] == "FINISHED")]
     if done.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     keys = ["experiment", "method", "dataset"]

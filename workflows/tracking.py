@@ -33,9 +33,43 @@ PACKAGES = ("torch", "ray", "optuna", "mlflow", "pandas", "numpy", "scikit-learn
 _MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
 
 
+class StoreError(ValueError):
+    """The MLflow store or the results storage cannot be used; one line naming it."""
+
+
 def default_tracking_uri() -> str:
     """`$MLFLOW_TRACKING_URI`, else SQLite `mlflow.db` in the working directory (absolute, for Ray workers)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(16)
+
+
+def check_store(uri: str, must_exist: bool = False) -> None:
+    """Open the MLflow store once, so that a wrong URI fails with one line before anything starts."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if "://" in uri else "file"
+    if scheme not in _SCHEMES:
+        raise StoreError(f"--tracking-uri {uri}: unsupported scheme {scheme!r}; use one of {', '.join(_SCHEMES)}")
+    if scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        if path is None:
+            raise StoreError(f"--tracking-uri {uri}: expected sqlite:///<path to a database file>")
+        if must_exist and not path.is_file():
+            raise StoreError(f"--tracking-uri {uri}: no MLflow database there; run 'sparsebench search' or 'sparsebench demo' first")
+        if path.exists() and (path.is_dir() or _head(path) not in (b"", b"SQLite format 3\x00")):
+            raise StoreError(f"--tracking-uri {uri}: {path} is not an SQLite database")
+        if not path.parent.is_dir():
+            raise StoreError(f"--tracking-uri {uri}: folder {path.parent} does not exist")
+    try:
+        client(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any failure to open the store is the user's URI, reported in one line
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise StoreError(f"--tracking-uri {uri}: cannot open the MLflow store ({first})") from None
 
 
 def client(uri: str) -> MlflowClient:
@@ -133,6 +167,22 @@ def log_epoch(c: MlflowClient, run_id: str, values: dict[str, float], step: int)
 def last_logged_epoch(c: MlflowClient, run_id: str) -> int:
     hist = c.get_metric_history(run_id, "epoch")
     return int(max((m.value for m in hist), default=0))
+
+
+def _children(c: MlflowClient, experiment_id: str, parent_run_id: str):
+    return c.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000)
+
+
+def close_open_children(c: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> int:
+    """Mark the parent's child runs still RUNNING with `status`; how many there were."""
+    open_runs = [r for r in _children(c, experiment_id, parent_run_id) if r.info.status == "RUNNING"]
+    for r in open_runs:
+        c.set_terminated(r.info.run_id, status=status)
+    return len(open_runs)
+
+
+def count_children(c: MlflowClient, experiment_id: str, parent_run_id: str, statuses: tuple[str, ...]) -> int:
+    return sum(r.info.status in statuses for r in _children(c, experiment_id, parent_run_id))
 
 
 def set_tags(c: MlflowClient, run_id: str, tags: dict[str, str]) -> None:

@@ -46,25 +46,65 @@ def trainable(config: dict[str, Any], decode=None) -> None:
 
 
 class MlflowTrialCallback(tune.Callback):
-    """Driver-side MLflow writer for the trials of one study (one Tuner)."""
+    """Driver-side MLflow writer for the trials of one study (one Tuner).
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, stage: str, decode, tags: dict[str, str],
+    It holds names, not ids: the experiment and the parent run are looked up by name and tag on first use, and
+    the environment snapshot is taken then, so a callback unpickled by `Tuner.restore` in a later driver
+    writes where, and with what, that driver runs.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, study: str, stage: str, decode, tags: dict[str, str],
                  max_epochs: int, echo: bool = True):
-        self.uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
-        self.max_epochs = max_epochs
+        self.uri, self.experiment, self.study = tracking_uri, experiment, study
         self.stage, self.decode, self.tags, self.echo = stage, decode, tags, echo
+        self.max_epochs = max_epochs
+        self._reset()
+
+    def _reset(self):
         self._client = None
+        self._ids: tuple[str, str] | None = None  # (experiment id, parent run id)
+        self._env: dict[str, str] | None = None
         self._runs: dict[str, str] = {}       # trial_id -> run_id
         self._logged: dict[str, int] = {}     # run_id -> last epoch logged
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for k in ("_client", "_ids", "_env", "_runs", "_logged"):
+            state.pop(k)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
     @property
     def client(self):
-        if self._client is None:  # created lazily: the callback is pickled with the Tuner state
+        if self._client is None:
             self._client = tracking.client(self.uri)
         return self._client
 
-    def __getstate__(self):
-        return {**self.__dict__, "_client": None}
+    @property
+    def experiment_id(self) -> str:
+        return self._resolve()[0]
+
+    @property
+    def parent_run_id(self) -> str:
+        return self._resolve()[1]
+
+    def _resolve(self) -> tuple[str, str]:
+        if self._ids is None:
+            exp_id = tracking.get_or_create_experiment(self.client, self.experiment)
+            parent = tracking.find_run(self.client, exp_id, {tracking.TAG_STUDY: self.study, tracking.TAG_KIND: "parent"})
+            if parent is None:
+                raise RuntimeError(f"no parent run for study {self.study} in experiment {self.experiment}: the driver creates it first")
+            self._ids = (exp_id, parent.info.run_id)
+        return self._ids
+
+    @property
+    def env(self) -> dict[str, str]:
+        if self._env is None:
+            self._env = tracking.env_tags()  # git/version/command of this driver, on every child run too
+        return self._env
 
     def _run_for(self, trial) -> str:
         if trial.trial_id in self._runs:
@@ -80,7 +120,7 @@ class MlflowTrialCallback(tune.Callback):
             run = c.create_run(self.experiment_id, run_name=f"{cfg.method}-{trial.trial_id}", tags={
                 tracking.PARENT_TAG: self.parent_run_id, tracking.TAG_TRIAL: trial.trial_id, tracking.TAG_KIND: "trial",
                 "stage": self.stage, "method": cfg.method, "dataset": cfg.data.dataset, "config_hash": cfg.hash(),
-                **self.tags})
+                **self.env, **self.tags})
             run_id = run.info.run_id
             tracking.log_params(c, run_id, cfg.flat())
             self._logged[run_id] = 0

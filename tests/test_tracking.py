@@ -1,0 +1,105 @@
+"""The driver-side MLflow callback and the tables, without Ray: fake trials, a real SQLite MLflow store."""
+from __future__ import annotations
+
+import pickle
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from workflows import tracking
+from workflows.tables import best_table, runs_frame
+from workflows.trial import MlflowTrialCallback
+
+CONFIG = {"method": "dense", "data.dataset": "digits", "train.epochs": 4, "train.lr": 0.05}
+
+
+def result(epoch: int) -> dict:
+    return {"epoch": epoch, "val_acc": 0.1 * epoch, "test_acc": 0.1 * epoch, "train_loss": 1.0 / epoch,
+            "params_trainable": 100, "weights_nonzero": 90, "trial.host": "h", "dataset_checksum": "abc",
+            "time_total_s": 3.0}  # a Tune bookkeeping key, not logged
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    c = tracking.client(uri)
+    exp_id = tracking.get_or_create_experiment(c, "search/digits")
+    parent = tracking.start_parent_run(c, exp_id, "study-x", "dense-search", tags={}, params={"a": 1})
+    return SimpleNamespace(uri=uri, client=c, exp_id=exp_id, parent=parent)
+
+
+def identity(config: dict) -> dict:
+    return config
+
+
+def make_callback(store) -> MlflowTrialCallback:
+    return MlflowTrialCallback(store.uri, "search/digits", "study-x", stage="search", decode=identity, tags={},
+                               max_epochs=4, echo=False)
+
+
+def history(client: MlflowClient, run_id: str, key: str = "epoch") -> list[int]:
+    return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_retried_and_restored_trials_continue_their_run_without_duplicates(store):
+    trial = SimpleNamespace(trial_id="t1", config=CONFIG, last_result={})
+    cb = make_callback(store)
+    cb.on_trial_start(0, [], trial)
+    for e in (1, 2, 3):
+        cb.on_trial_result(0, [], trial, result(e))
+    # The trial's worker died and Tune retries it from the epoch-2 checkpoint: epochs 3 and 4 arrive again.
+    for e in (3, 4):
+        cb.on_trial_result(0, [], trial, result(e))
+    runs = store.client.search_runs([store.exp_id], f"tags.`{tracking.TAG_KIND}` = 'trial'")
+    assert len(runs) == 1
+    run_id = runs[0].info.run_id
+    assert history(store.client, run_id) == [1, 2, 3, 4]
+    assert runs[0].data.tags[tracking.PARENT_TAG] == store.parent and runs[0].data.tags["config_hash"]
+    assert "time_total_s" not in runs[0].data.metrics
+
+    # The driver is killed; a new driver unpickles the callback (Tuner.restore) and the trial resumes.
+    revived = pickle.loads(pickle.dumps(cb))
+    assert revived._runs == {}
+    revived.on_trial_start(0, [], trial)
+    revived.on_trial_result(0, [], trial, result(4))
+    trial.last_result = result(4)
+    revived.on_trial_complete(0, [], trial)
+    assert history(store.client, run_id) == [1, 2, 3, 4]
+    assert store.client.get_run(run_id).info.status == "FINISHED"
+    assert len(store.client.search_runs([store.exp_id], f"tags.`{tracking.TAG_KIND}` = 'trial'")) == 1
+
+
+def test_early_stopped_failed_and_interrupted_runs(store):
+    cb = make_callback(store)
+    stopped = SimpleNamespace(trial_id="s", config=CONFIG, last_result=result(1))
+    failed = SimpleNamespace(trial_id="f", config=CONFIG, last_result=result(2))
+    running = SimpleNamespace(trial_id="r", config=CONFIG, last_result=result(1))
+    for t in (stopped, failed, running):
+        cb.on_trial_start(0, [], t)
+        cb.on_trial_result(0, [], t, t.last_result)
+    cb.on_trial_complete(0, [], stopped)
+    cb.on_trial_error(0, [], failed)
+    assert tracking.close_open_children(store.client, store.exp_id, store.parent, "KILLED") == 1
+    status = {r.data.tags[tracking.TAG_TRIAL]: (r.info.status, r.data.tags.get("early_stopped"))
+              for r in store.client.search_runs([store.exp_id], f"tags.`{tracking.TAG_KIND}` = 'trial'")}
+    assert status == {"s": ("FINISHED", "true"), "f": ("FAILED", None), "r": ("KILLED", None)}
+    frame = runs_frame(store.uri, "search/digits", parent_run_ids=[store.parent])
+    assert len(frame) == 3
+    table = best_table(frame)
+    assert table["trials"].tolist() == [3]  # all trials counted, only the finished one chosen
+    assert table["val_acc"].tolist() == [pytest.approx(0.1)]
+
+
+def test_best_table_chooses_by_validation_not_test():
+    runs = pd.DataFrame({
+        "experiment": "e", "method": "dense", "dataset": "digits", "stage": "search", "status": "FINISHED",
+        "run_id": ["a", "b", "c"], "parent_run_id": "p", "config_hash": ["ha", "hb", "hc"],
+        "val_acc": [0.90, 0.95, 0.80], "test_acc": [0.99, 0.91, 0.999], "train_acc": 1.0,
+        "params_trainable": [10, 20, 30], "params_dense": 30, "weights_nonzero": [10, 20, 30], "weight_sparsity": 0.0,
+        "neuron_sparsity": 0.0, "hoyer": 0.1, "epochs": 4, "seconds": 1.0})
+    table = best_table(runs)
+    assert table.loc[0, "config_hash"] == "hb" and table.loc[0, "test_acc"] == 0.91 and table.loc[0, "trials"] == 3
+    runs.loc[1, "status"] = "KILLED"
+    assert best_table(runs).loc[0, "config_hash"] == "ha"
