@@ -64,15 +64,14 @@ class Trainer:
         self.model.train()
         perm = torch.randperm(len(x), generator=self.order_rng).to(self.device, non_blocking=True)
         batches = perm.split(self.cfg.train.batch_size)
-        # Per step only the loss is kept and the predictions written in place; reductions happen once per epoch.
-        losses = []
-        pred = torch.empty_like(y)
+        # Per step only the loss and the predicted classes are kept; reductions happen once per epoch.
+        losses, preds = [], []
         for idx in batches:
             loss, out = self.train_step(x[idx], y[idx])
             losses.append(loss)
-            pred[idx] = out.argmax(1)
+            preds.append(out.argmax(1))
         sizes = torch.tensor([len(b) for b in batches], dtype=torch.float32, device=self.device)
-        return torch.stack(losses) @ sizes / len(x), (pred == y).double().mean()
+        return torch.stack(losses) @ sizes / len(x), (torch.cat(preds) == y[perm]).double().mean()
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; returns the (detached) cross-entropy and logits."""

@@ -77,7 +77,13 @@ def test_dense_model_matches_config(digits):
     model = Trainer(cfg, data=digits).model
     assert [tuple(l.weight.shape) for l in model.layers] == [(20, 64), (10, 20), (10, 10)]
     assert all(l.bias is None for l in model.layers)
-    assert isinstance(model.drop, torch.nn.Dropout) and model.drop.p == 0.2
+    assert model.dropout == 0.2
+    x = digits.x_test[:50]
+    model.eval()
+    assert torch.equal(model(x), model(x))  # no dropout at evaluation
+    model.train()
+    dropped = model(x)
+    assert not torch.equal(dropped, model.eval()(x))  # dropout active in training
 
 
 def test_train_loss_and_accuracy_are_the_epoch_means(digits):
