@@ -132,6 +132,10 @@ class TrainConfig(Section):
     momentum: float = spec(0.9, ge=0.0, lt=1.0, help="SGD momentum (beta1 for adam/adamax)")
     nesterov: bool = spec(False)
     weight_decay: float = spec(0.0, ge=0.0, help="L2 penalty added to the gradient by the optimizer")
+    # W <- W - wd * W after every optimizer step, not scaled by the learning rate, as the SET authors' NumPy
+    # code does (set_mlp_sparse_data_structures.py, dcmocanu/sparse-evolutionary-artificial-neural-networks;
+    # shared/papers/set_neuron_pruning.md pitfall 3). With SGD it equals an L2 coefficient of wd/lr.
+    decoupled_weight_decay: float = spec(0.0, ge=0.0, lt=1.0, help="per-step multiplicative decay, not scaled by lr")
     schedule: str = spec("constant", choices=("constant", "step", "cosine"))
     step_size: int = spec(10, ge=1, help="epochs between decays of the step schedule")
     gamma: float = spec(0.1, gt=0.0, le=1.0, help="decay factor of the step schedule")

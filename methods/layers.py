@@ -40,3 +40,39 @@ def weight_layers(model: nn.Module) -> list[WeightLayer]:
     if hasattr(model, "weight_layers"):
         return list(model.weight_layers())
     return [m for m in model.modules() if isinstance(m, WeightLayer)]
+
+
+class MaskedLinear(DenseLinear):
+    """A linear layer whose forward uses W * M (M: boolean `mask` buffer, checkpointed with the model).
+
+    Masked entries get zero gradient (the product), are kept at exactly zero in `weight`, and the methods that
+    change the mask zero their optimizer state. `unit_mask` switches off the bias of removed output units
+    (neuron pruning), so that a pruned unit outputs act(0) and nothing flows through it. `budget` is the
+    number of weights the layer may hold (SET regrows up to it; neuron pruning shrinks it).
+    """
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True, mask: torch.Tensor | None = None):
+        super().__init__(n_in, n_out, bias=bias)
+        mask = torch.ones(n_out, n_in, dtype=torch.bool) if mask is None else mask.to(torch.bool)
+        if mask.shape != (n_out, n_in):
+            raise ValueError(f"mask shape {tuple(mask.shape)} != ({n_out}, {n_in})")
+        self.register_buffer("mask", mask)
+        self.register_buffer("unit_mask", torch.ones(n_out, dtype=torch.bool))
+        self.register_buffer("budget", mask.sum())
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
+    def effective_bias(self) -> torch.Tensor | None:
+        return None if self.bias is None else self.bias * self.unit_mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.effective_weight(), self.effective_bias())
+
+    def num_trainable(self, updated: Callable[[nn.Parameter], bool]) -> int:
+        n = int(self.mask.sum()) if updated(self.weight) else 0
+        if self.bias is not None and updated(self.bias):
+            n += int(self.unit_mask.sum())
+        return n

@@ -50,6 +50,9 @@ class Trainer:
         self.model = self.method.build().to(self.device)
         self.optimizer = self.method.optimizer(self.model)
         self.scheduler = make_scheduler(self.optimizer, cfg.train)
+        # Weight matrices only: the NumPy SET code decays W, not the biases.
+        self._decay_params = ([p for g in self.optimizer.param_groups for p in g["params"] if p.dim() > 1]
+                              if cfg.train.decoupled_weight_decay else [])
         # Data order has its own generator so that dropout or a method's random draws never shift it.
         self.order_rng = torch.Generator().manual_seed(cfg.train.seed)
         self.epoch = 0
@@ -85,6 +88,9 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         (loss if extra is None else loss + extra).backward()
         opt.step()
+        if self._decay_params:
+            with torch.no_grad():
+                torch._foreach_mul_(self._decay_params, 1.0 - self.cfg.train.decoupled_weight_decay)
         self.step += 1
         method.after_step(model, opt, self.step)
         return loss.detach(), out.detach()

@@ -203,7 +203,7 @@ def _fit(study: Study, s: SearchSettings, uri: str, experiment: str, echo: bool)
     tuner = tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
-                                    max_concurrent_trials=s.max_concurrent or None,
+                                    max_concurrent_trials=s.max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"{t.trial_id}_{run_config_from(decode(t.config)).hash()}"),
         run_config=tune.RunConfig(name=study.name, storage_path=_storage(s), callbacks=[callback], verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
