@@ -119,7 +119,7 @@ class DataConfig(Section):
     val_fraction: float = spec(0.1, gt=0.0, lt=1.0, help="fraction of the training split held out for validation")
     split_seed: int = spec(0, ge=0, le=2**32 - 1, help="seed of the train/val split; fixed across trials so that their val_acc compare")
     max_train: int = spec(0, ge=0, help="use at most this many training samples (0 = all), a fixed subset per split_seed")
-    max_test: int = spec(0, ge=0, help="use at most this many test samples (0 = all), the first ones of the official split")
+    max_test: int = spec(0, ge=0, help="use at most this many test samples (0 = all), a fixed random subset per split_seed")
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,41 @@
   `~/.cache/sparsebench/data`) or downloaded there on first use from the canonical URLs. Every file is
   verified: sha256 of the *decompressed* content where known (re-compressed copies of the same data
   pass), else the md5 the dataset's authors publish for the `.gz`. The test split is the official one.
+- the scikit-feature benchmark sets (`allaml`, `arcene`, `basehock`, `coil20`, `glioma`, `isolet`,
+  `leukemia`, `lung_small`, `madelon`, `orl`, `orlraws10p`, `pcmac`, `prostate_ge`, `relathe`, `tox_171`):
+  the MATLAB `.mat` files of the scikit-feature repository (jundongl/scikit-feature, `skfeature/data/`;
+  Li et al., "Feature selection: a data perspective", ACM Computing Surveys 50(6), 2018, arXiv 1601.07996),
+  read from `$SPARSEBENCH_DATA/scikit-feature/` or downloaded there, verified by the sha256 of the file
+  before it is moved into place, read with `scipy.io.loadmat` (keys `X` samples x features, `Y` samples x 1).
+  Labels 1..C (or -1/1 for arcene, madelon, leukemia) become 0..C-1 in sorted order. They have no official
+  test split: a stratified 1/3 test holdout drawn with `data.split_seed` (2/3 train, 1/3 test as in the
+  authors' 2019 SET-MLP code, wiegerw/SET-MLP-ONE-MILLION-NEURONS set_mlp_sparse_data_structures.py, whose
+  split is a plain shuffle; stratified here so that every class with >= 3 samples reaches the test set).
+  Features are standardised per feature with the *training* statistics, (x - mean) / (std + 1e-4), as in
+  that same file; the statistics come from the samples actually trained on (after the validation split
+  and `max_train`), never from validation or test samples.
 
-Train/validation split: a permutation of the official training set by `data.split_seed`, which is fixed
-across trials (not the training seed) so that the val_acc of different trials of a search compare.
+Train/validation split: a permutation of the (official or holdout) training set by `data.split_seed`,
+which is fixed across trials (not the training seed) so that the val_acc of different trials of a search
+compare. `data.max_train` keeps the first samples of that permutation (so the validation split does not
+change). `data.max_test` keeps a random subset of the test split, also chosen by `data.split_seed` (from a
+stream of its own), as the group's limited-data Fashion-MNIST experiment picks 2 000 train / 1 000 test
+samples by seed (dcmocanu/sparse-evolutionary-artificial-neural-networks,
+Tutorial-IJCAI-2019-Scalable-Deep-Learning); the subset keeps the official order, and a smaller `max_test`
+gives a subset of a larger one.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import io
 import os
 import shutil
 import struct
 import tempfile
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +63,7 @@ class DataInfo:
     n_train: int
     n_val: int
     n_test: int
-    checksum: str  # sha256 over the arrays as loaded (before the split): identifies the data exactly
+    checksum: str  # sha256 over the arrays as loaded (before the val split, subsets, standardisation): identifies the data exactly
     source: str
 
     @property
@@ -102,8 +123,9 @@ def write_idx(array: np.ndarray, path: Path, compress: bool = True) -> None:
 @dataclass(frozen=True)
 class RemoteFile:
     filename: str
-    sha256_raw: str | None = None  # sha256 of the decompressed bytes
-    md5_gz: str | None = None      # md5 of the .gz as published by the dataset's authors
+    sha256_raw: str | None = None  # sha256 of the content: the decompressed bytes, or the file itself if not compressed
+    md5_gz: str | None = None      # md5 of the file as stored (the .gz), as published by the dataset's authors
+    compressed: bool = True        # a gzip file whose decompressed bytes are the content; False: the file is the content
 
 
 @dataclass(frozen=True)
@@ -157,16 +179,20 @@ def data_root() -> Path:
 
 
 def _verify(path: Path, spec: RemoteFile) -> bytes:
-    """Return the decompressed bytes of `path` if they match the known checksum, else raise DatasetError."""
+    """Return the content of `path` (decompressed if `spec.compressed`) if it matches the known checksum,
+    else raise DatasetError."""
     blob = path.read_bytes()
-    try:
-        raw = gzip.decompress(blob)
-    except (OSError, EOFError) as e:
-        raise DatasetError(f"{path}: not a valid gzip file ({e}); delete it to download it again") from None
+    raw = blob
+    if spec.compressed:
+        try:
+            raw = gzip.decompress(blob)
+        except (OSError, EOFError) as e:
+            raise DatasetError(f"{path}: not a valid gzip file ({e}); delete it to download it again") from None
     if spec.sha256_raw is not None:
         got = hashlib.sha256(raw).hexdigest()
+        what = "content" if spec.compressed else "file"
         if got != spec.sha256_raw:
-            raise DatasetError(f"{path}: checksum mismatch (sha256 of content {got[:16]}..., expected {spec.sha256_raw[:16]}...); "
+            raise DatasetError(f"{path}: checksum mismatch (sha256 of {what} {got[:16]}..., expected {spec.sha256_raw[:16]}...); "
                                f"delete it to download it again")
     elif spec.md5_gz is not None:
         got = hashlib.md5(blob).hexdigest()
@@ -195,18 +221,140 @@ def _download(urls: tuple[str, ...], spec: RemoteFile, dest: Path) -> None:
                        f"put the file in {dest.parent} or set SPARSEBENCH_DATA")
 
 
+def fetch_file(folder: Path, urls: tuple[str, ...], spec: RemoteFile, download: bool = True) -> bytes:
+    """The verified content of `folder/spec.filename`, downloaded from `urls` (tried in order) when missing."""
+    path = folder / spec.filename
+    if not path.exists():
+        if not download:
+            raise DatasetError(f"{path}: missing (downloads are off)")
+        _download(urls, spec, path)
+    return _verify(path, spec)
+
+
 def fetch_idx(source: IdxSource, root: Path | None = None, download: bool = True) -> dict[str, np.ndarray]:
     """The four arrays of an IDX dataset, verified; downloaded into `root/<folder>/` when missing."""
     folder = (root or data_root()) / source.folder
-    out = {}
-    for role, spec in source.files.items():
-        path = folder / spec.filename
-        if not path.exists():
-            if not download:
-                raise DatasetError(f"{path}: missing (downloads are off)")
-            _download(source.urls, spec, path)
-        out[role] = parse_idx(_verify(path, spec), str(path))
-    return out
+    return {role: parse_idx(fetch_file(folder, source.urls, spec, download), str(folder / spec.filename))
+            for role, spec in source.files.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# MATLAB .mat files of the scikit-feature repository (https://github.com/jundongl/scikit-feature)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MatSource:
+    folder: str
+    urls: tuple[str, ...]  # base URLs, tried in order
+    files: dict[str, RemoteFile]  # dataset name -> file (uncompressed, sha256 of the file)
+    citation: str
+
+
+def _mat_file(filename: str, sha256: str) -> RemoteFile:
+    return RemoteFile(filename, sha256_raw=sha256, compressed=False)
+
+
+# sha256 of the files from shared/datasets/README.md ("Checksums"). Samples x features (classes):
+# ALLAML 72x7129 (2), arcene 200x10000 (2), BASEHOCK 1993x4862 (2), COIL20 1440x1024 (20), GLIOMA 50x4434 (4),
+# Isolet 1560x617 (26), leukemia 72x7070 (2), lung_small 73x325 (7), madelon 2600x500 (2), ORL 400x1024 (40),
+# orlraws10P 100x10304 (10), PCMAC 1943x3289 (2), Prostate-GE 102x5966 (2), RELATHE 1427x4322 (2),
+# TOX-171 171x5748 (4). `lung_small` is not the 203x3312 `lung` of the SET papers; `leukemia` is
+# scikit-feature's discretised (-2..2) version.
+SCIKIT_FEATURE = MatSource(
+    folder="scikit-feature",
+    urls=("https://github.com/jundongl/scikit-feature/raw/master/skfeature/data/",
+          "https://raw.githubusercontent.com/jundongl/scikit-feature/master/skfeature/data/"),
+    files={Path(f.filename).stem.lower().replace("-", "_"): f for f in (
+        _mat_file("ALLAML.mat", "068afe0fe1021932e1e7d801294c267de8aeaa9d41899acfac024e72b0d44c1e"),
+        _mat_file("arcene.mat", "779d678207b9a8c0ba8f2f5ecdb2216d9f98bf475ab040e806797efd36331bc5"),
+        _mat_file("BASEHOCK.mat", "e0452e0f3c0fefdc5cb6352165e4ba4a25c3a2a7b5a5b4d44e103742d6317aa0"),
+        _mat_file("COIL20.mat", "4595ebdda07f47b0eb014fcfaddc22b452f9aed9c1d9261a0d5bc336c1ee1344"),
+        _mat_file("GLIOMA.mat", "c31cd32edd770c7a102729839e670e588bc959a591e0eae5a0676c9ca11d4c4f"),
+        _mat_file("Isolet.mat", "ea73c69b1342a7def8199458e53a70307a83d557eceb2579863dda57c3ccd2b1"),
+        _mat_file("leukemia.mat", "eb92382fb77c968864cb0a92a2c77acde7f88ba7fe5fd5a64b98184e3a05269d"),
+        _mat_file("lung_small.mat", "93c6a65eb1f6f9f95ac897010c337254a57c57e7f8c0c9a7963a0e03de8233f4"),
+        _mat_file("madelon.mat", "7dc9c9ff8d902651948e2df7f9cb6ed38c5d91e4c4159914cecb1ddbc7def12c"),
+        _mat_file("ORL.mat", "e257ec36002e48688ed7f3b9fda13f479f2fd98864fa0672d1353eda1912b189"),
+        _mat_file("orlraws10P.mat", "6ffa58759c5636f4ce311d23e44ef8de9f39bbb844902154c0cc5daac71226d6"),
+        _mat_file("PCMAC.mat", "9999dfccf97ab88f87127dd3457da436acb75cda9f0af4750e7cae5fe1a31b25"),
+        _mat_file("Prostate-GE.mat", "050b598534dbc662f23e30f39b41354b61d02ab8567837bcf9b1091c1c636ab4"),
+        _mat_file("RELATHE.mat", "1091fe26c721aa69ddc5ce3ebcef54e03565809cae07e1769cef45ad23ab28d0"),
+        _mat_file("TOX-171.mat", "f52f57e61775b7830c84750456d7fadfd220d1cc8eed26419c3390eb9216cc84"),
+    )},
+    citation="Li et al.: Feature selection: a data perspective, ACM Computing Surveys 50(6) 2018 (arXiv 1601.07996); "
+             "scikit-feature repository, skfeature/data",
+)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def parse_mat(raw: bytes, name: str = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
+    """`X` (samples x features) as float32 and `Y` (samples x 1) as int64 labels 0..C-1, in the sorted
+    order of the label values (1..C -> 0..C-1, -1/1 -> 0/1)."""
+    import scipy.io
+    import scipy.sparse
+
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(raw))
+    except Exception as e:  # scipy raises ValueError, TypeError, OSError, zlib.error, ... on a damaged file
+        raise DatasetError(f"{name}: not a readable MATLAB file ({_one_line(e)}); delete it to download it again") from None
+    missing = [k for k in ("X", "Y") if k not in mat]
+    if missing:
+        found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
+        raise DatasetError(f"{name}: no variable {missing[0]!r} in the MATLAB file (variables: {found})")
+    x, y = mat["X"], mat["Y"]
+    x = x.toarray() if scipy.sparse.issparse(x) else np.asarray(x)
+    y = (y.toarray() if scipy.sparse.issparse(y) else np.asarray(y)).ravel()
+    if x.ndim != 2 or x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise DatasetError(f"{name}: X must be a numeric samples x features matrix and Y numeric labels "
+                           f"(got X {x.dtype} {x.shape}, Y {y.dtype})")
+    if len(x) != len(y):
+        raise DatasetError(f"{name}: X has {len(x)} samples but Y has {len(y)} labels")
+    if not np.isfinite(x).all():
+        raise DatasetError(f"{name}: X contains NaN or infinite values")
+    values, labels = np.unique(y, return_inverse=True)
+    if not np.array_equal(values, np.round(values)):
+        raise DatasetError(f"{name}: labels are not integers ({values[:5].tolist()}...)")
+    return x.astype(np.float32), labels.astype(np.int64)
+
+
+def fetch_mat(source: MatSource, name: str, root: Path | None = None, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of the dataset `name` of `source`, verified; downloaded into `root/<folder>/` when missing."""
+    folder = (root or data_root()) / source.folder
+    spec = source.files[name]
+    return parse_mat(fetch_file(folder, source.urls, spec, download), str(folder / spec.filename))
+
+
+def stratified_holdout(x: np.ndarray, y: np.ndarray, seed: int, name: str = "<data>"):
+    """(x_train, y_train, x_test, y_test): 2/3 train (int(n * 2 / 3) samples, as the authors' code takes) and
+    1/3 test, stratified by label, drawn with `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    n_train = int(len(y) * 2 / 3)
+    try:
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, train_size=n_train, test_size=len(y) - n_train,
+                                                  random_state=seed, stratify=y)
+    except ValueError as e:  # e.g. a class with a single sample cannot be stratified
+        raise DatasetError(f"{name}: cannot draw a stratified 1/3 test holdout ({_one_line(e)})") from None
+    return x_tr, y_tr, x_te, y_te
+
+
+# Per-feature standardisation (x - mean) / (std + 1e-4) with the training statistics: the authors' 2019
+# SET-MLP code (wiegerw/SET-MLP-ONE-MILLION-NEURONS, set_mlp_sparse_data_structures.py; np.std, ddof 0).
+STANDARDIZE_EPS = 1e-4
+
+
+def standardize(x_train: np.ndarray, *others: np.ndarray, eps: float = STANDARDIZE_EPS) -> tuple[np.ndarray, ...]:
+    """`x_train` and every array of `others` as (x - mean) / (std + eps), mean and std per feature of `x_train`."""
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    std = x_train.std(axis=0, dtype=np.float64)
+    scale = std + eps
+    # A feature constant in the training split carries no information for training, but the authors' formula
+    # would multiply any different val/test value by 1/eps = 1e4 (up to 1e6 in arcene and the text sets):
+    # such features are set to 0 in every split (our deviation from the authors' code).
+    keep = std > 0
+    return tuple((np.where(keep, (a - mean) / scale, 0.0)).astype(np.float32) for a in (x_train, *others))
 
 
 def _arrays_checksum(*arrays: np.ndarray) -> str:
@@ -218,37 +366,52 @@ def _arrays_checksum(*arrays: np.ndarray) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Dataset registry: name -> function returning (x_train, y_train, x_test, y_test, source) as numpy arrays
+# Dataset registry: name -> loader(root, split_seed) returning (x_train, y_train, x_test, y_test, source) as
+# numpy arrays (features float32 shaped (N, ...), labels int64 0..C-1) and a provenance string
 # --------------------------------------------------------------------------------------------------
-_LOADERS: dict[str, Callable[[Path | None], tuple]] = {}
+@dataclass(frozen=True)
+class DatasetEntry:
+    loader: Callable[[Path | None, int], tuple]
+    family: str  # groups the names in list_datasets()
+    standardize: bool  # load_dataset standardises the features with the statistics of the training samples
 
 
-def register_dataset(name: str):
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, *, family: str = "images", standardize: bool = False):
+    """Register `fn(root, split_seed)`. `split_seed` is for datasets without an official test split that
+    draw their test holdout by it; `standardize=True` makes load_dataset standardise the features per
+    feature with the statistics of the samples actually trained on (after the val split and max_train)."""
     def wrap(fn):
-        _LOADERS[name] = fn
+        _REGISTRY[name] = DatasetEntry(fn, family, standardize)
         return fn
 
     return wrap
 
 
-def list_datasets() -> list[str]:
-    return sorted(_LOADERS)
+def list_datasets(family: str | None = None) -> list[str]:
+    """Registered names (of one `family` if given), grouped by family in the order the families were
+    registered (the image sets first), sorted within a family."""
+    families = list(dict.fromkeys(e.family for e in _REGISTRY.values()))
+    names = sorted(_REGISTRY, key=lambda n: (families.index(_REGISTRY[n].family), n))
+    return [n for n in names if family is None or _REGISTRY[n].family == family]
 
 
 def check_dataset_name(name: str) -> None:
-    if name not in _LOADERS:
+    if name not in _REGISTRY:
         raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
 
 
 @register_dataset("digits")
-def _digits(root: Path | None):
+def _digits(root: Path | None, split_seed: int):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
     x = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)  # pixel values are 0..16
     y = d.target.astype(np.int64)
-    # No official split: a fixed stratified 25% test holdout, the same for every config.
+    # No official split: a fixed stratified 25% test holdout, the same for every config (split_seed unused).
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
     return x_tr, y_tr, x_te, y_te, "scikit-learn load_digits (UCI optdigits test part); fixed stratified 25% test holdout"
 
@@ -260,19 +423,37 @@ def _idx_dataset(source: IdxSource, root: Path | None):
 
 
 @register_dataset("mnist")
-def _mnist(root: Path | None):
+def _mnist(root: Path | None, split_seed: int):
     return _idx_dataset(MNIST, root)
 
 
 @register_dataset("fashion_mnist")
-def _fashion(root: Path | None):
+def _fashion(root: Path | None, split_seed: int):
     return _idx_dataset(FASHION_MNIST, root)
 
 
+def _scikit_feature(name: str, root: Path | None, split_seed: int):
+    source = SCIKIT_FEATURE  # looked up per call, so tests can point it at files they write
+    x, y = fetch_mat(source, name, root)
+    x_tr, y_tr, x_te, y_te = stratified_holdout(x, y, split_seed, name)
+    return x_tr, y_tr, x_te, y_te, (f"{source.files[name].filename} from {source.citation}; "
+                                    f"stratified 1/3 test holdout by data.split_seed")
+
+
+for _name in SCIKIT_FEATURE.files:
+    register_dataset(_name, family="scikit-feature", standardize=True)(functools.partial(_scikit_feature, _name))
+del _name
+
+
+_MAX_TEST_STREAM = 1  # max_test draws from SeedSequence([split_seed, 1]): independent of the val permutation
+
+
 def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path | None = None) -> Dataset:
-    """Load, split (train/val by `cfg.split_seed`), subset and move to `device`."""
+    """Load, split (train/val by `cfg.split_seed`), subset (max_train, max_test), standardise where the
+    dataset asks for it (training statistics only) and move to `device`."""
     check_dataset_name(cfg.dataset)
-    x_tr, y_tr, x_te, y_te, source = _LOADERS[cfg.dataset](root)
+    entry = _REGISTRY[cfg.dataset]
+    x_tr, y_tr, x_te, y_te, source = entry.loader(root, cfg.split_seed)
     if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
         raise DatasetError(f"{cfg.dataset}: images and labels differ in count ({len(x_tr)} vs {len(y_tr)}, {len(x_te)} vs {len(y_te)})")
     checksum = _arrays_checksum(x_tr, y_tr, x_te, y_te)
@@ -284,10 +465,16 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path
         raise DatasetError(f"{cfg.dataset}: data.val_fraction={cfg.val_fraction} leaves no training samples out of {len(x_tr)}")
     if cfg.max_train:
         train_idx = train_idx[: cfg.max_train]
-    if cfg.max_test:
-        x_te, y_te = x_te[: cfg.max_test], y_te[: cfg.max_test]
+    if cfg.max_test and cfg.max_test < len(x_te):
+        # a random subset by split_seed, kept in the official order; a prefix of one permutation, so nested
+        keep = np.sort(np.random.default_rng([cfg.split_seed, _MAX_TEST_STREAM]).permutation(len(x_te))[: cfg.max_test])
+        x_te, y_te = x_te[keep], y_te[keep]
+    x_train, x_val = x_tr[train_idx], x_tr[val_idx]
+    if entry.standardize:
+        x_train, x_val, x_te = standardize(x_train, x_val, x_te)
+        source += f"; standardised per feature with the training samples' mean and std, (x - mean) / (std + {STANDARDIZE_EPS:g})"
     t = torch.from_numpy
-    ds = Dataset(t(np.ascontiguousarray(x_tr[train_idx])), t(y_tr[train_idx]), t(np.ascontiguousarray(x_tr[val_idx])),
+    ds = Dataset(t(np.ascontiguousarray(x_train)), t(y_tr[train_idx]), t(np.ascontiguousarray(x_val)),
                  t(y_tr[val_idx]), t(np.ascontiguousarray(x_te)), t(np.ascontiguousarray(y_te)),
                  DataInfo(cfg.dataset, tuple(x_tr.shape[1:]), num_classes, len(train_idx), n_val, len(x_te), checksum, source))
     return ds.to(device)
