@@ -12,9 +12,9 @@ from . import tracking
 
 RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
                "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
-               "weight_sparsity", "neuron_sparsity", "hoyer", "epochs", "seconds"]
+               "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "epochs", "seconds"]
 TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
-                 "weight_sparsity", "neuron_sparsity", "epochs", "trials", "config_hash"]
+                 "weight_sparsity", "neurons_active", "neuron_sparsity", "epochs", "trials", "config_hash"]
 FORMATS = ("markdown", "csv", "latex", "html")
 
 
@@ -44,7 +44,8 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
                 "config_hash": t.get("config_hash"), "val_acc": m.get("val_acc"), "test_acc": m.get("test_acc"),
                 "train_acc": m.get("train_acc"), "params_trainable": m.get("params_trainable"),
                 "params_dense": m.get("params_dense"), "weights_nonzero": m.get("weights_nonzero"),
-                "weight_sparsity": m.get("weight_sparsity"), "neuron_sparsity": m.get("neuron_sparsity"),
+                "weight_sparsity": m.get("weight_sparsity"), "neurons_active": m.get("neurons_active"),
+                "neuron_sparsity": m.get("neuron_sparsity"),
                 "hoyer": m.get("hoyer"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
             })
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
@@ -64,7 +65,7 @@ def best_table(runs: pd.DataFrame) -> pd.DataFrame:
     # Ties on val_acc go to fewer trainable parameters, then to the earlier run id (deterministic).
     ordered = done.sort_values(["val_acc", "params_trainable", "run_id"], ascending=[False, True, True])
     best = ordered.groupby(keys, as_index=False).head(1).set_index(keys).join(counts).reset_index()
-    for col in ("params_trainable", "weights_nonzero", "epochs", "trials"):
+    for col in ("params_trainable", "weights_nonzero", "neurons_active", "epochs", "trials"):
         best[col] = best[col].astype("Int64")
     return best[TABLE_COLUMNS].sort_values(keys).reset_index(drop=True)
 
