@@ -30,11 +30,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog.split()[-1] if ' ' in self.prog else self.prog}: {message}")
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str) -> int:
     try:
-        v = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _positive_int(text: str) -> int:
+    v = _int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"{v} must be >= 1")
     return v
@@ -65,11 +69,8 @@ def _port(text: str) -> int:
 
 
 def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= v <= 2**32 - 1:
+    v = _int(text)
+    if not 0 <= v <= 2**32 - 1:  # numpy's seed range
         raise argparse.ArgumentTypeError(f"{v} must be in [0, 2**32 - 1]")
     return v
 
