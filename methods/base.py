@@ -7,7 +7,7 @@ paper's values, source cited next to each) and hooks. The loop calls, in order:
     opt = method.optimizer(model)               once
     per step:  loss = CE + method.extra_loss(model, x, out, hidden)   (regularisers; None for none)
                opt.step(); method.after_step(model, opt, step)        (e.g. Lp-sphere mask updates)
-    per epoch: method.after_epoch(model, opt, epoch)                  (e.g. SET rewiring, neuron pruning)
+    per epoch: metrics are measured, then method.after_epoch(model, opt, epoch)  (SET rewiring, neuron pruning)
     checkpoint: method.state_dict() / load_state_dict()               (schedules, extras a resume needs)
 
 Masks and other tensors that belong to layers live in the model's buffers and are checkpointed with it.
@@ -48,7 +48,11 @@ class Method:
         pass
 
     def after_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-        """Called after epoch `epoch` (1-based) has been trained, before it is measured."""
+        """Called after epoch `epoch` (1-based) has been trained and measured: changes apply to the next one."""
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """Checks across config sections (e.g. a schedule against train.epochs); raise ConfigError."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -166,11 +166,13 @@ class RunConfig:
     def __post_init__(self):
         from .registry import get_method  # late import: methods register themselves on package import
 
-        cls = get_method(self.method).Config
+        method = get_method(self.method)
+        cls = method.Config
         if self.model is None:
             object.__setattr__(self, "model", cls())
         elif type(self.model) is not cls:
             raise ConfigError(f"model config {type(self.model).__name__} does not belong to method {self.method!r} ({cls.__name__})")
+        method.check(self)
 
     # ---- flat dotted keys: the interface to search spaces, MLflow params and the CLI ----
     @classmethod

@@ -448,6 +448,21 @@ del _name
 _MAX_TEST_STREAM = 1  # max_test draws from SeedSequence([split_seed, 1]): independent of the val permutation
 
 
+def _val_split(y: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices. Stratified by class when every class can give a sample to both sides, so that small
+    sets (5 validation samples of lung_small) keep their class balance; else a plain seeded permutation."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    idx = np.arange(len(y))
+    if counts.min() >= 2 and len(counts) <= n_val <= len(y) - len(counts):
+        train_idx, val_idx = train_test_split(idx, test_size=n_val, random_state=seed, stratify=y)
+        return train_idx, val_idx
+    perm = np.random.default_rng(seed).permutation(len(y))
+    return perm[n_val:], perm[:n_val]
+
+
 def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path | None = None) -> Dataset:
     """Load, split (train/val by `cfg.split_seed`), subset (max_train, max_test), standardise where the
     dataset asks for it (training statistics only) and move to `device`."""
@@ -458,9 +473,10 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path
         raise DatasetError(f"{cfg.dataset}: images and labels differ in count ({len(x_tr)} vs {len(y_tr)}, {len(x_te)} vs {len(y_te)})")
     checksum = _arrays_checksum(x_tr, y_tr, x_te, y_te)
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
-    perm = np.random.default_rng(cfg.split_seed).permutation(len(x_tr))
     n_val = max(1, int(round(cfg.val_fraction * len(x_tr))))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if n_val >= len(x_tr):
+        raise DatasetError(f"{cfg.dataset}: data.val_fraction={cfg.val_fraction} leaves no training samples out of {len(x_tr)}")
+    train_idx, val_idx = _val_split(y_tr, n_val, cfg.split_seed)
     if len(train_idx) == 0:
         raise DatasetError(f"{cfg.dataset}: data.val_fraction={cfg.val_fraction} leaves no training samples out of {len(x_tr)}")
     if cfg.max_train:

@@ -51,11 +51,24 @@ def draw_values(kind: str, n: int, fan_in: int, fan_out: int, gen: torch.Generat
     return (torch.rand(n, generator=gen) * 2 - 1) * bound
 
 
-def zero_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor) -> None:
-    """Zero every per-entry optimizer buffer (SGD momentum, Adam moments) of `param` at `where`, so that a
-    removed or new connection does not move on stale momentum (NumPy SET code: momentum of new weights is 0)."""
-    for value in optimizer.state.get(param, {}).values():
-        if torch.is_tensor(value) and value.shape == param.shape:
+SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq", "exp_inf")  # Adam, AMSGrad, Adamax
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor) -> None:
+    """Reset the per-entry optimizer state of `param` at `where` (removed, regrown or pruned entries).
+
+    First moments (SGD momentum, Adam exp_avg) become 0: a new connection does not move on stale momentum
+    (NumPy SET code: the momentum of new weights is 0). Second moments become the mean over the entries
+    kept: with a zero second moment and Adam's global step count, a regrown weight would take steps many
+    times larger than its neighbours'.
+    """
+    for name, value in optimizer.state.get(param, {}).items():
+        if not (torch.is_tensor(value) and value.shape == param.shape):
+            continue
+        if name in SECOND_MOMENTS:
+            kept = value[~where]
+            value[where] = kept.mean() if kept.numel() else 0
+        else:
             value[where] = 0
 
 
@@ -165,7 +178,10 @@ class SET(FixProb):
     Config = SetConfig
 
     def evolved_layers(self, model: MLP) -> list[int]:
-        return [i for i in range(len(model.layers)) if self.sparse_layer(i, len(model.layers))]
+        """Sparse layers whose budget leaves room to move: a layer whose ER density was capped at 1 is dense,
+        and rewiring it would only re-initialise its smallest weights in place."""
+        n = len(model.layers)
+        return [i for i in range(n) if self.sparse_layer(i, n) and int(model.layers[i].budget) < model.layers[i].mask.numel()]
 
     def after_epoch(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         if epoch >= self.cfg.train.epochs:
@@ -180,9 +196,9 @@ class SET(FixProb):
             allowed = layer.unit_mask[:, None] & alive_in[None, :]
             removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen, allowed)
             if self.cfg.model.momentum_reset == "all":
-                zero_optimizer_state(optimizer, layer.weight, torch.ones_like(removed))
+                reset_optimizer_state(optimizer, layer.weight, torch.ones_like(removed))
             else:
-                zero_optimizer_state(optimizer, layer.weight, removed | regrown)
+                reset_optimizer_state(optimizer, layer.weight, removed | regrown)
 
     def before_rewiring(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Hook for set_neuron: neuron pruning runs before the SET step, as in weights_evolution_II."""
@@ -207,6 +223,7 @@ class SetNeuronConfig(SetConfig):
     percentile_over: str = spec("alive", choices=("alive", "all"))
 
     def validate(self) -> None:
+        super().validate()
         if not self.hidden:
             raise ConfigError("model.hidden=(): set_neuron prunes hidden units, give at least one hidden layer")
 
@@ -215,10 +232,19 @@ class SetNeuronConfig(SetConfig):
 class SetNeuron(SET):
     Config = SetNeuronConfig
 
-    def rounds(self) -> list[int]:
+    @staticmethod
+    def schedule(cfg) -> list[int]:
         """Epochs after which a pruning round runs (never after the last epoch: nothing would retrain)."""
-        m = self.cfg.model
-        return list(range(m.prune_start, self.cfg.train.epochs, m.prune_every))
+        return list(range(cfg.model.prune_start, cfg.train.epochs, cfg.model.prune_every))
+
+    def rounds(self) -> list[int]:
+        return self.schedule(self.cfg)
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if not cls.schedule(cfg):
+            raise ConfigError(f"model.prune_start={cfg.model.prune_start}: no pruning round before the last epoch "
+                              f"(train.epochs={cfg.train.epochs}); set model.prune_start < train.epochs")
 
     @torch.no_grad()
     def importance(self, model: MLP, i: int) -> torch.Tensor:
@@ -243,7 +269,10 @@ class SetNeuron(SET):
         if pool.numel() == 0:
             return torch.zeros_like(alive)
         threshold = torch.quantile(pool.double(), m.prune_percentile / 100.0).to(s.dtype)
-        return alive & (s <= threshold)
+        kill = alive & (s <= threshold)
+        if bool((alive & ~kill).sum() == 0) and bool(alive.any()):  # all tied at the threshold: keep the strongest
+            kill[torch.where(alive, s, torch.full_like(s, -math.inf)).argmax()] = False
+        return kill
 
     @torch.no_grad()
     def before_rewiring(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
@@ -261,11 +290,11 @@ class SetNeuron(SET):
             into.unit_mask[kill] = False
             out_of.mask[:, kill] = False
             out_of.weight[:, kill] = 0
-            zero_optimizer_state(optimizer, into.weight, kill[:, None].expand_as(into.mask))
-            zero_optimizer_state(optimizer, out_of.weight, kill[None, :].expand_as(out_of.mask))
+            reset_optimizer_state(optimizer, into.weight, kill[:, None].expand_as(into.mask))
+            reset_optimizer_state(optimizer, out_of.weight, kill[None, :].expand_as(out_of.mask))
             if into.bias is not None:
                 into.bias[kill] = 0
-                zero_optimizer_state(optimizer, into.bias, kill)
+                reset_optimizer_state(optimizer, into.bias, kill)
             # The budget shrinks with the units: regrowth refills only what survived (Curci et al.).
             into.budget.copy_(into.mask.sum())
             out_of.budget.copy_(out_of.mask.sum())

@@ -50,7 +50,7 @@ class Trainer:
         self.model = self.method.build().to(self.device)
         self.optimizer = self.method.optimizer(self.model)
         self.scheduler = make_scheduler(self.optimizer, cfg.train)
-        # Weight matrices only: the NumPy SET code decays W, not the biases.
+        # Weight matrices only (our choice: the 2019 SET-MLP code decays W; the IJCAI-2019 tutorial also decays b).
         self._decay_params = ([p for g in self.optimizer.param_groups for p in g["params"] if p.dim() > 1]
                               if cfg.train.decoupled_weight_decay else [])
         # Data order has its own generator so that dropout or a method's random draws never shift it.
@@ -101,9 +101,11 @@ class Trainer:
         loss, acc = self.train_epoch()
         self.scheduler.step()
         self.epoch += 1
-        self.method.after_epoch(self.model, self.optimizer, self.epoch)
+        # Measure the network as trained, then let the method change its topology for the next epoch (the
+        # SET code tests before weightsEvolution); the checkpoint taken after this holds the changed topology.
         m = self._measure(loss, acc)
         m["lr"] = lr
+        self.method.after_epoch(self.model, self.optimizer, self.epoch)
         self.seconds += time.perf_counter() - start
         m["seconds"] = self.seconds
         self.history.append(m)

@@ -40,6 +40,8 @@ def small_config(method: str, **flat) -> RunConfig:
         base["model.dropout"] = 0.1
     if "hidden" in model_keys:
         base["model.hidden"] = [32, 16]
+    if "prune_start" in model_keys:  # a pruning round must fit before the last epoch
+        base["model.prune_start"] = 1
     return RunConfig.from_flat({**base, **flat})
 
 

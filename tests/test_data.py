@@ -156,3 +156,10 @@ def test_corrupt_first_mirror_falls_through_to_the_next(tmp_path):
     got = fetch_idx(source, tmp_path / "cache")
     np.testing.assert_array_equal(got["train_y"], arrays["train_y"])
     assert not list((tmp_path / "cache" / "tiny").glob("*.part"))
+
+
+def test_validation_split_is_stratified():
+    ds = load_dataset(DataConfig(val_fraction=0.1))
+    val = torch.bincount(ds.y_val, minlength=10).double()
+    share = torch.bincount(torch.cat([ds.y_train, ds.y_val]), minlength=10).double() * ds.info.n_val / (ds.info.n_train + ds.info.n_val)
+    assert torch.all((val - share).abs() <= 1.0), (val, share)

@@ -19,7 +19,9 @@ def test_every_cell_is_a_valid_config(path):
         datasets = exp.get("datasets") or [exp["dataset"]]
         for ds in datasets:
             assert ds in list_datasets(), (exp["name"], ds)
-            for method, overrides in exp["methods"].items():
+            for arm, overrides in exp["methods"].items():
+                overrides = dict(overrides)
+                method = overrides.pop("method", arm)
                 RunConfig.from_flat({"method": method, "data.dataset": ds, "train.epochs": exp["epochs"],
                                      **exp.get("data", {}), **exp.get("common", {}), **overrides})
         for cell in exp["published"]:

@@ -83,3 +83,12 @@ def test_malformed_spaces_name_file_and_key(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(SearchSpaceError, match="search space file not found"):
         load_search_space("dense", tmp_path / "none.yaml")
+
+
+def test_shared_hyperparameters_have_the_same_range_in_every_space():
+    """A fair comparison: what every method has (optimizer, widths, ...) is searched over the same ranges."""
+    spaces = {m: {p.key: p for p in load_search_space(m).params} for m in list_methods()}
+    shared = set.intersection(*(set(RunConfig.allowed_keys(m)) for m in spaces))
+    for key in sorted(shared):
+        specs = {m: space.get(key) for m, space in spaces.items()}
+        assert len({repr(s) for s in specs.values()}) == 1, (key, specs)
