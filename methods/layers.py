@@ -1,5 +1,5 @@
 """Layers. Every layer that holds weights exposes `effective_weight()`: the tensor the forward pass really
-uses (W for a dense layer, W*M for a masked one, (lam_in - lam_out) * phi for a spectral one), and
+uses (W for a dense layer, W = W*M for a masked one, (lam_in - lam_out) * phi for a spectral one), and
 `effective_bias()`. `methods/metrics.py` measures only through these, so that every method's sparsity,
 parameter and neuron counts are computed the same way (DESIGN.md, "Contracts").
 
@@ -47,10 +47,11 @@ def _remask_after_load(module: "MaskedLinear", incompatible_keys) -> None:
 
 
 class MaskedLinear(DenseLinear):
-    """A linear layer whose forward uses W * M (M: boolean `mask` buffer, checkpointed with the model).
+    """A sparse linear layer: `weight` is held at exactly 0 where the boolean `mask` buffer is False
+    (checkpointed with the model), so the forward pass uses `weight` as stored and equals W * M.
 
-    Masked entries get zero gradient (the product), are kept at exactly zero in `weight`, and the methods that
-    change the mask zero their optimizer state. `unit_mask` switches off the bias of removed output units
+    Masked entries get a zero gradient (a hook multiplies it by the mask), and the methods that change the
+    mask zero the weights and reset their optimizer state. `unit_mask` switches off the bias of removed output units
     (neuron pruning), so that a pruned unit outputs act(0) and nothing flows through it. `budget` is the
     number of weights the layer may hold (SET regrows up to it; neuron pruning shrinks it).
     """
