@@ -3,11 +3,12 @@
 A method is a registered subclass of `Method` with a typed `Config` (a `ModelConfig` whose defaults are the
 paper's values, source cited next to each) and hooks. The loop calls, in order:
 
-    model = method.build()                      once
+    model = method.make_model()                 once: build(), then the shared initialisation options
     opt = method.optimizer(model)               once
     per step:  loss = CE + method.extra_loss(model, x, out, hidden)   (regularisers; None for none)
                opt.step(); method.after_step(model, opt, step)        (e.g. Lp-sphere mask updates)
-    per epoch: metrics are measured, then method.after_epoch(model, opt, epoch)  (SET rewiring, neuron pruning)
+    per epoch: metrics are measured (with method.epoch_metrics()), then method.after_epoch(model, opt, epoch)
+               (SET rewiring, neuron pruning)
     checkpoint: method.state_dict() / load_state_dict()               (schedules, extras a resume needs)
 
 Masks and other tensors that belong to layers live in the model's buffers and are checkpointed with it.
@@ -22,6 +23,7 @@ from torch import nn
 
 from .config import ModelConfig, RunConfig
 from .data import DataInfo
+from .decorrelation import decorrelate_model_
 from .optim import make_optimizer
 
 
@@ -38,6 +40,15 @@ class Method:
     def build(self) -> nn.Module:
         raise NotImplementedError
 
+    def make_model(self) -> nn.Module:
+        """build(), then the initialisation options every MLP-based method shares (MLPConfig.decor_init): one
+        place, so that SET or Lp-sphere networks get the decorrelated initialisation exactly as dense does."""
+        model = self.build()
+        m = self.cfg.model
+        if getattr(m, "decor_init", "none") != "none":
+            decorrelate_model_(model, centred=m.decor_init == "pearson", steps=m.decor_steps, lr=m.decor_lr)
+        return model
+
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return make_optimizer([p for p in model.parameters() if p.requires_grad], self.cfg.train)
 
@@ -46,6 +57,11 @@ class Method:
 
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         pass
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Method-specific numbers of the epoch just trained (e.g. a regulariser's mean weight), reported with
+        the common metrics; called once per epoch, before after_epoch."""
+        return {}
 
     def after_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Called after epoch `epoch` (1-based) has been trained and measured: changes apply to the next one."""

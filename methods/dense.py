@@ -19,6 +19,14 @@ class MLPConfig(ModelConfig):
     activation: str = spec("relu", choices=tuple(ACTIVATIONS))
     dropout: float = spec(0.0, ge=0.0, lt=1.0)
     bias: bool = spec(True)
+    # Decorrelated yet random initialisation (Paper A, arXiv 2109.09612; the algorithm is our reconstruction,
+    # shared/papers/diversification.md section 1.4): the standard init, then `decor_steps` data-free Adam steps
+    # lowering the mean |cosine| ("cosine") or |Pearson| ("pearson", centred rows) between the rows of every
+    # hidden layer, then each row's norm restored. Paper A's step count and rate are unknown: the defaults are
+    # ours, chosen where the mean |cosine| stops falling on MNIST/digits shapes (benchmarks/decor_init.py).
+    decor_init: str = spec("none", choices=("none", "cosine", "pearson"))
+    decor_steps: int = spec(100, ge=1, help="data-free gradient steps of the decorrelated initialisation")
+    decor_lr: float = spec(0.05, gt=0.0, help="Adam rate of those steps, relative to a unit row's typical entry")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,19 @@ Definitions
   number of weights (as `Hoyer_layer_sparsity` / `Hoyer_net_sparsity` in WilliamLiPro/LpSS myFunction.py,
   shared/papers/lp_sphere.md section 1.4). An all-zero unit counts as 1 (maximally sparse); d = 1 gives
   0 for a nonzero weight.
+
+Neuron diversity (issue 7; shared/papers/diversification.md section 1.2, a reconstruction: Paper A's own
+metric is unknown), measured for every method on a fixed evaluation batch (the first `EVAL_BATCH` samples of
+the validation split, the same for every trial of a study because the split comes from data.split_seed):
+- act_corr: mean |Pearson r| over pairs of live hidden units of a layer, from the post-activations that the
+  next layer receives (eval mode, no dropout). Pairs are pooled over hidden layers, so the network value is the
+  mean over every within-layer pair.
+- dead_units: hidden units whose activation is constant on the evaluation batch (standard deviation
+  <= DEAD_STD): a dead ReLU, a saturated unit, a pruned one. They have no correlation; they are excluded from
+  act_corr and counted here (pitfall 2 of the dossier: their variance is 0, a plain Pearson would be NaN).
+- weight_cos: mean |cosine| between the incoming weight vectors (rows of the effective weight) of a hidden
+  layer, over pairs of nonzero rows, pooled over hidden layers like act_corr.
+A layer with fewer than two live units (or nonzero rows) has no pair: it reports 0 and adds no pair to the pool.
 """
 from __future__ import annotations
 
@@ -29,7 +42,11 @@ from .layers import WeightLayer, weight_layers
 
 # Keys every run reports every epoch (DESIGN.md). tests/test_registry.py checks each method reports them.
 EPOCH_KEYS = ("epoch", "seconds", "train_loss", "train_acc", "val_acc", "test_acc", "params_trainable", "params_dense",
-              "weights_nonzero", "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer")
+              "weights_nonzero", "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer",
+              "act_corr", "weight_cos", "dead_units")
+
+EVAL_BATCH = 1024   # samples of the validation split on which activation diversity is measured
+DEAD_STD = 1e-6     # a unit whose activation varies less than this over the evaluation batch is dead
 
 
 @torch.no_grad()
@@ -122,4 +139,95 @@ def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
         neuron_sparsity=1.0 - active_total / hidden_total if hidden_total else 0.0,
         hoyer=sum(h * w.numel() for h, w in zip(hoy_h, ws)) / dense_weights if dense_weights else 0.0,
     )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- diversity
+# Differentiable: methods/decorrelation.py uses the same functions as penalties, so that the regulariser
+# lowers exactly the quantity reported.
+
+def pair_mean(g: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of |g_ij| over pairs i < j of units `keep` (boolean [H]) of a symmetric [H, H] matrix whose rows
+    and columns outside `keep` are 0, and the number of pairs; both 0-dim device tensors. Gram-matrix form,
+    no loop over pairs (dossier pitfall 1), and no boolean indexing, which would sync a GPU with the host
+    at every training step. No pair gives 0 (with a zero gradient), never 0/0."""
+    n = keep.sum()
+    pairs = n * (n - 1) // 2
+    return g.triu(1).abs().sum() / pairs.clamp_min(1), pairs
+
+
+def units_2d(a: torch.Tensor) -> torch.Tensor:
+    """Activations [B, H, ...] -> [B, H]: a convolution channel is one unit (its spatial mean)."""
+    return a if a.dim() == 2 else a.flatten(2).mean(2)
+
+
+def live_units(a: torch.Tensor, dead_std: float = DEAD_STD) -> torch.Tensor:
+    """Boolean [H]: units whose activation over the batch varies by more than `dead_std` (standard deviation)."""
+    a = units_2d(a).detach()
+    return a.std(0, unbiased=False) > dead_std if len(a) > 1 else torch.zeros(a.shape[1], dtype=torch.bool, device=a.device)
+
+
+def mean_abs_pearson(a: torch.Tensor, dead_std: float = DEAD_STD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean |Pearson r| over pairs of live units of activations `a` [B, H] (batch statistics), and the pair
+    count. Units whose standard deviation is <= `dead_std` are left out: their columns are zeroed after a
+    floored division, so nothing is 0/0 and they get a zero gradient."""
+    a = units_2d(a)
+    live = live_units(a, dead_std)
+    c = a - a.mean(0)
+    # Floor before the square root: sqrt'(0) is infinite, and inf * 0 would be a NaN gradient for a dead unit.
+    std = c.pow(2).mean(0).clamp_min(dead_std ** 2).sqrt()
+    z = c / std * live                         # exact for live units, 0 for dead ones
+    r = z.T @ z / max(len(a), 1)               # the correlation matrix of the live units, zero-padded
+    return pair_mean(r, live)
+
+
+def mean_abs_cosine(w: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean |cosine| between the nonzero rows of `w` [H, ...] (rows = incoming weight vectors), and the
+    pair count. `centred`: each row minus its mean first (the weight Pearson correlation of the dossier)."""
+    w = w.reshape(w.shape[0], -1)
+    if centred:
+        w = w - w.mean(1, keepdim=True)
+    norm = w.norm(dim=1)
+    keep = norm.detach() > 0
+    u = w / torch.where(keep, norm, torch.ones_like(norm))[:, None]     # zero rows stay zero
+    return pair_mean(u @ u.T, keep)
+
+
+def eval_batch(x_val: torch.Tensor) -> torch.Tensor:
+    return x_val[:EVAL_BATCH]
+
+
+@torch.no_grad()
+def diversity(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """act_corr, weight_cos, dead_units (network and `layer<k>/...` for every hidden layer) on batch `x`.
+
+    The model's forward must accept `return_hidden=True` and return (logits, [hidden activations per layer]);
+    hidden layer k is the output of weight layer k."""
+    was_training = model.training
+    model.eval()
+    _, hidden = model(x, return_hidden=True)
+    model.train(was_training)
+    layers = weight_layers(model)
+    values = []                       # device tensors; one transfer at the end
+    for k, a in enumerate(hidden):
+        a = units_2d(a).double()
+        corr, corr_pairs = mean_abs_pearson(a)
+        cos, cos_pairs = mean_abs_cosine(layers[k].effective_weight().detach().double())
+        values += [corr, cos, (~live_units(a)).sum().double(), corr_pairs.double(), cos_pairs.double()]
+    host = torch.stack(values).cpu().tolist() if values else []
+    out: dict[str, float] = {}
+    sums = {"act_corr": 0.0, "weight_cos": 0.0}
+    pairs = {"act_corr": 0, "weight_cos": 0}
+    dead = 0
+    for k in range(len(hidden)):
+        corr, cos, n_dead, corr_pairs, cos_pairs = host[5 * k: 5 * k + 5]
+        out[f"layer{k}/act_corr"], out[f"layer{k}/weight_cos"], out[f"layer{k}/dead_units"] = corr, cos, int(n_dead)
+        sums["act_corr"] += corr * corr_pairs
+        sums["weight_cos"] += cos * cos_pairs
+        pairs["act_corr"] += corr_pairs
+        pairs["weight_cos"] += cos_pairs
+        dead += int(n_dead)
+    for key in sums:
+        out[key] = sums[key] / pairs[key] if pairs[key] else 0.0
+    out["dead_units"] = dead
     return out

@@ -47,7 +47,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.data = data.to(self.device) if data is not None else load_dataset(cfg.data, self.device)
         self.method = get_method(cfg.method)(cfg, self.data.info)
-        self.model = self.method.build().to(self.device)
+        self.model = self.method.make_model().to(self.device)
         self.optimizer = self.method.optimizer(self.model)
         self.scheduler = make_scheduler(self.optimizer, cfg.train)
         # Weight matrices only (our choice: the 2019 SET-MLP code decays W; the IJCAI-2019 tutorial also decays b).
@@ -105,6 +105,7 @@ class Trainer:
         # SET code tests before weightsEvolution); the checkpoint taken after this holds the changed topology.
         m = self._measure(loss, acc)
         m["lr"] = lr
+        m.update(self.method.epoch_metrics())
         self.method.after_epoch(self.model, self.optimizer, self.epoch)
         self.seconds += time.perf_counter() - start
         m["seconds"] = self.seconds
@@ -117,7 +118,8 @@ class Trainer:
         test = metrics.accuracy(self.model, d.x_test, d.y_test)
         loss_h, acc_h, val_h, test_h = torch.stack([train_loss.double(), train_acc, val, test]).cpu().tolist()
         return {"epoch": self.epoch, "train_loss": loss_h, "train_acc": acc_h, "val_acc": val_h, "test_acc": test_h,
-                **metrics.structure(self.model, self.optimizer)}
+                **metrics.structure(self.model, self.optimizer),
+                **metrics.diversity(self.model, metrics.eval_batch(d.x_val))}
 
     def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
         """Train until `cfg.train.epochs`, starting from the current epoch (0, or a restored one)."""

@@ -17,15 +17,20 @@ def test_every_cell_is_a_valid_config(path):
     assert doc["paper"] == path.stem and doc["arxiv"]
     for exp in doc["experiments"]:
         datasets = exp.get("datasets") or [exp["dataset"]]
+        sweep = exp.get("sweep", {})
+        assert len(sweep) <= 1, "one swept setting per experiment (one table row per value)"
+        sweep_points = [{k: v} for k, values in sweep.items() for v in values] or [{}]
         for ds in datasets:
             assert ds in list_datasets(), (exp["name"], ds)
-            for arm, overrides in exp["methods"].items():
-                overrides = dict(overrides)
-                method = overrides.pop("method", arm)
-                RunConfig.from_flat({"method": method, "data.dataset": ds, "train.epochs": exp["epochs"],
-                                     **exp.get("data", {}), **exp.get("common", {}), **overrides})
+            for point in sweep_points:
+                for arm, overrides in exp["methods"].items():
+                    overrides = dict(overrides)
+                    method = overrides.pop("method", arm)
+                    RunConfig.from_flat({"method": method, "data.dataset": ds, "train.epochs": exp["epochs"],
+                                         **exp.get("data", {}), **exp.get("common", {}), **overrides, **point})
         for cell in exp["published"]:
             assert cell["method"] in exp["methods"]
+            assert cell.get("baseline") is None or cell["baseline"] in exp["methods"]
             assert cell["value"] is None or 0 <= cell["value"] <= 1
             source = cell.get("source") or exp.get("published_source")
             assert source and "verified_against_paper" in {**exp, **cell}

@@ -49,7 +49,8 @@ def test_every_metric_key_present_and_sane(method, digits):
     for m in hist:
         missing = set(EPOCH_KEYS) - set(m)
         assert not missing, missing
-        for k in ("train_acc", "val_acc", "test_acc", "weight_sparsity", "neuron_sparsity", "hoyer"):
+        for k in ("train_acc", "val_acc", "test_acc", "weight_sparsity", "neuron_sparsity", "hoyer", "act_corr",
+                  "weight_cos"):
             assert 0.0 <= m[k] <= 1.0, (k, m[k])
         assert math.isfinite(m["train_loss"]) and m["train_loss"] > 0
         assert 0 < m["params_trainable"] <= m["params_dense"]
@@ -57,6 +58,7 @@ def test_every_metric_key_present_and_sane(method, digits):
         # Network totals are the sums of the per-layer values reported beside them.
         assert m["neurons_active"] == sum(v for k, v in m.items() if k.endswith("/neurons_active"))
         assert m["weights_nonzero"] == sum(v for k, v in m.items() if k.endswith("/weights_nonzero"))
+        assert m["dead_units"] == sum(v for k, v in m.items() if k.endswith("/dead_units"))
     assert hist[1]["seconds"] > hist[0]["seconds"] > 0
     # Learning happened: after 2 epochs the model beats chance (10 classes) on held-out data.
     assert hist[-1]["val_acc"] > 0.3
