@@ -100,8 +100,9 @@ def report(doc: dict, results: list[dict], order: list[tuple]) -> str:
         shown = list(range(1, min(EARLY, n_epochs) + 1))
         lines.append(f"\n### {exp_name}: {ds}, {next(iter(exp.get('sweep', {'-': 0})))} = {sweep}\n")
         head = " | ".join(f"ep {e}" for e in shown)
-        lines.append(f"| arm | n | {head} | final (ep {n_epochs}) | act_corr ep 1 | gain ep 1-{shown[-1]} [95% CI] | published |")
-        lines.append("|" + "---|" * (len(shown) + 6))
+        lines.append(f"| arm | n | {head} | final (ep {n_epochs}) | act_corr ep 1 | gain ep 1-{shown[-1]} [95% CI] | "
+                     f"gain per epoch 1-{shown[-1]} | published |")
+        lines.append("|" + "---|" * (len(shown) + 7))
         for arm, seeds in arms.items():
             acc = np.array([seeds[s]["test_acc"][:n_epochs] for s in sorted(seeds)])
             corr1 = np.mean([seeds[s]["act_corr"][0] for s in seeds])
@@ -109,15 +110,19 @@ def report(doc: dict, results: list[dict], order: list[tuple]) -> str:
                                 for e in shown)
             final = f"{acc[:, -1].mean():.3f} ± {acc[:, -1].std(ddof=1) if len(acc) > 1 else 0:.3f}"
             gain = "(baseline)" if arm == base_arm else "-"
+            per_epoch = "-"
             if base_arm and arm != base_arm and base_arm in arms:
                 common = sorted(set(seeds) & set(arms[base_arm]))
                 a = np.array([np.mean(seeds[s]["test_acc"][:shown[-1]]) for s in common])
                 b = np.array([np.mean(arms[base_arm][s]["test_acc"][:shown[-1]]) for s in common])
                 g, lo, hi = paired_gain(a, b, rng)
                 gain = f"{g:+.1%} [{lo:+.1%}, {hi:+.1%}]"
+                per_epoch = ", ".join(
+                    f"{np.mean([seeds[s]['test_acc'][e - 1] for s in common]) / np.mean([arms[base_arm][s]['test_acc'][e - 1] for s in common]) - 1:+.0%}"
+                    for e in shown)
             pub = published.get(arm)
             pub_s = "-" if pub is None else ("unknown" if pub["value"] is None else f"+{pub['value']:.0%} ({pub['source']})")
-            lines.append(f"| {arm} | {len(acc)} | {cells_} | {final} | {corr1:.3f} | {gain} | {pub_s} |")
+            lines.append(f"| {arm} | {len(acc)} | {cells_} | {final} | {corr1:.3f} | {gain} | {per_epoch} | {pub_s} |")
     return "\n".join(lines)
 
 

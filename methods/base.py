@@ -12,6 +12,8 @@ paper's values, source cited next to each) and hooks. The loop calls, in order:
     checkpoint: method.state_dict() / load_state_dict()               (schedules, extras a resume needs)
 
 Masks and other tensors that belong to layers live in the model's buffers and are checkpointed with it.
+Every model's forward accepts `return_hidden=True` and then returns (logits, [hidden activations, one per
+weight layer but the last]): the diversity metrics of every method and the activation penalties read them.
 A method never imports ray, optuna or mlflow.
 """
 from __future__ import annotations

@@ -4,9 +4,15 @@ initialisation every MLP-based method may use (MLPConfig.decor_init).
 Paper A (Kovalenko, Kordik, Friedjungova, arXiv 2109.09612) is known only from its abstract: none of these
 equations is from it. They are the standard decorrelation terms consistent with the abstract, as
 reconstructed in shared/papers/diversification.md (sections 1.3, 1.4 and 2.2); each function cites its own
-source. Every term is a Gram-matrix operation (no loop over pairs, dossier pitfall 1), is finite for dead
-units (pitfall 2), and the correlation terms are the very functions methods/metrics.py reports, so that a
-penalty lowers exactly the number the run logs.
+source. Every term is a Gram-matrix operation (no loop over pairs, dossier pitfall 1) and is finite for dead
+units (pitfall 2). `act_pearson` is the function behind the logged `act_corr` (methods/metrics.py), applied to
+the training batch in train mode rather than to the fixed evaluation batch.
+
+L1 or L2 on correlations: a mean of |r| is an L1 objective; it drives most pairs to exactly 0 and is
+indifferent to a few pairs becoming near-duplicates, which is the redundancy Paper A is about. Measured on a
+128x64 layer (more units than inputs), 100 Adam steps on mean |cos| left 9 pairs with |cos| > 0.9 (max 0.999,
+from 0.47); mean cos^2 left none (max 0.32). The weight objectives (init and `weight_cos`) are therefore mean
+squared cosines; `act_pearson` keeps the |r| of the dossier's definition (section 1.3-1) and DeCov is squared.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import torch
 from torch import nn
 
 from .layers import weight_layers
-from .metrics import mean_abs_cosine, mean_abs_pearson, units_2d
+from .metrics import mean_abs_pearson, units_2d
 
 
 def decov(a: torch.Tensor) -> torch.Tensor:
@@ -40,9 +46,36 @@ def act_pearson(a: torch.Tensor, dead_std: float = PENALTY_DEAD_STD) -> torch.Te
     return mean_abs_pearson(a, dead_std)[0]
 
 
+def pooled_act_pearson(hidden: list[torch.Tensor], dead_std: float = PENALTY_DEAD_STD) -> torch.Tensor:
+    """Mean |Pearson r| over the within-layer pairs of every hidden layer pooled (as metrics.diversity pools
+    act_corr), on device tensors only."""
+    stats = [mean_abs_pearson(a, dead_std) for a in hidden]
+    pairs = torch.stack([n for _, n in stats])
+    values = torch.stack([v for v, _ in stats])
+    return (values * pairs).sum() / pairs.sum().clamp_min(1)
+
+
+def mean_sq_cosine(w: torch.Tensor, centred: bool = False) -> torch.Tensor:
+    """Mean cos^2 between the nonzero rows of w [H, ...] (`centred`: rows minus their mean, i.e. Pearson)."""
+    w = w.reshape(w.shape[0], -1)
+    if centred:
+        w = w - w.mean(1, keepdim=True)
+    norm = w.norm(dim=1)
+    keep = norm.detach() > 0
+    u = w / torch.where(keep, norm, torch.ones_like(norm))[:, None]
+    n = keep.sum()
+    return (u @ u.T).triu(1).pow(2).sum() / (n * (n - 1) // 2).clamp_min(1)
+
+
 def weight_cos(w: torch.Tensor) -> torch.Tensor:
-    """Mean |cosine| between the rows (incoming weight vectors) of w (dossier section 1.3-2), in [0, 1]."""
-    return mean_abs_cosine(w)[0]
+    """Mean squared cosine between the rows (incoming weight vectors) of w, in [0, 1]: dossier section 1.3-2
+    with cos^2 for |cos| (see the module docstring: |cos| trades many orthogonal pairs for a few duplicates)."""
+    return mean_sq_cosine(w)
+
+
+# Floor of the mean squared contribution in `ncl` (contributions below 0.01 RMS are not amplified): a pure
+# energy normalisation gives a gradient growing as 1/scale when the activations vanish.
+NCL_ENERGY_FLOOR = 1e-4
 
 
 def ncl(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -50,15 +83,25 @@ def ncl(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     the output layer, each unit i an ensemble member with contribution f_i = v_ci h_i to logit c (dossier 1.3-3):
     p_i = (f_i - fbar) sum_{j != i} (f_j - fbar) = -(f_i - fbar)^2, so sum_i p_i = -sum_i (f_i - fbar)^2.
 
-    Our deviation: the sum is divided by sum_i f_i^2, giving a value in [-1, 0]. Liu & Yao pair the term with
-    each member's own error, which bounds it; next to a cross-entropy on the sum alone, the raw term goes to
-    -infinity as cancelling contributions grow (f_i = +-t, t -> infinity) and would be the whole loss.
-    Averaged over the batch and the logits. h: [B, H] last hidden activations, v: [C, H] output weights."""
+    Scaling (ours): sum_i p_i summed over the batch and the logits, divided by the batch's contribution energy
+    sum f_i^2 treated as a constant (detached; at least NCL_ENERGY_FLOOR per contribution). The value lies in
+    [-1, 0] and the
+    gradient keeps Liu & Yao's direction (push each contribution away from the members' mean) with a step that
+    does not grow with the weights' scale. Why not the alternatives: the raw term, next to a cross-entropy on
+    the sum alone (Liu & Yao pair it with each member's own error), goes to -infinity as cancelling
+    contributions grow (f_i = +-t, t -> infinity); dividing by an energy that is differentiated gives
+    -1 + (sum_i f_i)^2 / (H sum_i f_i^2), whose minimum pulls every logit to 0 instead of spreading the units.
+    h: [B, H] last hidden activations, v: [C, H] output weights."""
     f = units_2d(h)[:, None, :] * v[None, :, :]             # [B, C, H]
+    energy = f.detach().pow(2).sum().clamp_min(NCL_ENERGY_FLOOR * f.numel())
+    return ncl_sum(h, v) / energy
+
+
+def ncl_sum(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum over batch, logits and units of Liu & Yao's p_i (unscaled; see `ncl`)."""
+    f = units_2d(h)[:, None, :] * v[None, :, :]
     dev = f - f.mean(-1, keepdim=True)
-    p = dev * (dev.sum(-1, keepdim=True) - dev)             # the Liu-Yao p_i, literally
-    energy = f.pow(2).sum(-1)
-    return (p.sum(-1) / (energy + torch.finfo(f.dtype).tiny)).mean()
+    return (dev * (dev.sum(-1, keepdim=True) - dev)).sum()   # the Liu-Yao p_i, literally
 
 
 PENALTIES = ("decov", "act_pearson", "weight_cos", "ncl")
@@ -68,7 +111,7 @@ PENALTIES = ("decov", "act_pearson", "weight_cos", "ncl")
 
 def decorrelate_rows_(weight: torch.Tensor, steps: int, lr: float, centred: bool = False,
                       mask: torch.Tensor | None = None) -> torch.Tensor:
-    """In place: lower the mean |cosine| (or, `centred`, |Pearson|) between the rows of `weight` by `steps`
+    """In place: lower the mean squared cosine (or, `centred`, Pearson) between the rows of `weight` by `steps`
     data-free Adam steps, then give every row back its original L2 norm (dossier section 1.4, the
     reconstruction consistent with Kovalenko & Kordik's ICANN 2023 abstract "Decorrelated weight
     initialization by backpropagation").
@@ -78,8 +121,11 @@ def decorrelate_rows_(weight: torch.Tensor, steps: int, lr: float, centred: bool
     - The optimisation runs on unit rows, with the Adam rate divided by sqrt(entries per row), the
       size of a unit row's typical entry: one `lr` then means the same relative step for every layer width.
     - Entries outside `mask` (a sparse layer's missing connections) stay exactly 0; all-zero rows stay 0.
-    - No random numbers are drawn: the result is a deterministic function of the random standard draw, so it
-      stays random across seeds and leaves the data order and dropout streams of the run untouched.
+    - The objective is the mean squared cosine: mean |cos| (the dossier's sketch) creates near-duplicate rows
+      when a layer has at least as many units as inputs (module docstring).
+    - No random numbers are drawn: the result is a function of the random standard draw (deterministic for a
+      fixed number of BLAS threads), so it stays random across seeds and leaves the data order and dropout
+      streams of the run untouched.
     """
     w0 = weight.detach().to(torch.float64).reshape(weight.shape[0], -1)
     m = None if mask is None else mask.detach().reshape(w0.shape).to(torch.float64)
@@ -96,7 +142,7 @@ def decorrelate_rows_(weight: torch.Tensor, steps: int, lr: float, centred: bool
     opt = torch.optim.Adam([u], lr=lr / math.sqrt(max(per_row, 1.0)))
     with torch.enable_grad():
         for _ in range(steps):
-            loss = mean_abs_cosine(u, centred=centred)[0]
+            loss = mean_sq_cosine(u, centred=centred)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if m_work is not None:
@@ -115,8 +161,13 @@ def decorrelate_rows_(weight: torch.Tensor, steps: int, lr: float, centred: bool
 def decorrelate_model_(model: nn.Module, steps: int, lr: float, centred: bool = False) -> nn.Module:
     """Decorrelate every hidden layer of `model` (all weight layers but the output one, whose rows are classes,
     not neurons). A layer without a plain `weight` parameter (e.g. a spectral one) is left alone."""
+    done = 0
     for layer in weight_layers(model)[:-1]:
         weight = getattr(layer, "weight", None)
         if isinstance(weight, nn.Parameter) and weight.dim() >= 2:
             decorrelate_rows_(weight, steps, lr, centred=centred, mask=getattr(layer, "mask", None))
+            done += 1
+    if not done and len(weight_layers(model)) > 1:
+        raise ValueError(f"decorrelated initialisation: no hidden layer of {type(model).__name__} has a plain weight "
+                         f"matrix to decorrelate")
     return model

@@ -28,14 +28,14 @@ class DiversityConfig(MLPConfig):
     # Dossier section 2.1 (all [RECONSTRUCTION]). Default act_pearson: bounded in [0, 1] and scale-free, so one
     # `lam` means the same at every width and activation scale (DeCov grows with both).
     penalty: str = spec("act_pearson", choices=decorrelation.PENALTIES,
-                        help="decov | act_pearson (hidden activations), weight_cos (hidden weight rows), "
-                             "ncl (units feeding the output)")
+                        help="decov | act_pearson (hidden activations), weight_cos (mean cos^2 of hidden weight "
+                             "rows), ncl (units feeding the output)")
     lam: float = spec(0.1, ge=0.0, help="penalty weight lambda_0")
     # Dossier section 1.3-4: "dynamic" is unknown; the abstract places the benefit early in training.
     lam_schedule: str = spec("constant", choices=SCHEDULES,
                              help="constant; exp_decay: lam * lam_decay^(epoch-1); linear: lam * (1 - (epoch-1)/epochs); "
-                                  "gated: lam while the batch's mean |Pearson| of hidden activations (mean over hidden "
-                                  "layers) > gate_threshold")
+                                  "gated: lam while the training batch's mean |Pearson| between hidden units (pairs pooled "
+                                  "over hidden layers, as act_corr) > gate_threshold")
     lam_decay: float = spec(0.5, gt=0.0, le=1.0, help="per-epoch factor of exp_decay")
     gate_threshold: float = spec(0.2, ge=0.0, lt=1.0, help="gated: mean |Pearson| above which the penalty is on")
 
@@ -43,7 +43,8 @@ class DiversityConfig(MLPConfig):
 @register_method("diversity")
 class Diversity(Dense):
     """Dense MLP + decorrelation penalty. Reports `reg_weight` (mean lambda over the epoch's steps, so the
-    fraction of steps a gate was open is reg_weight / lam) and `reg_penalty` (mean unweighted penalty)."""
+    fraction of steps a gate was open is reg_weight / lam) and `reg_penalty` (mean unweighted penalty, absent
+    in an epoch where the weight was 0 throughout)."""
 
     Config = DiversityConfig
     needs_hidden = True
@@ -74,7 +75,7 @@ class Diversity(Dense):
         if kind == "decov":
             return torch.stack([decorrelation.decov(h) for h in hidden]).mean()
         if kind == "act_pearson":
-            return torch.stack([decorrelation.act_pearson(h) for h in hidden]).mean()
+            return decorrelation.pooled_act_pearson(hidden)
         if kind == "weight_cos":
             return torch.stack([decorrelation.weight_cos(l.effective_weight()) for l in layers[:-1]]).mean()
         # ncl: the last hidden layer's units are the members whose sum (through the output weights) is the logits.
@@ -83,31 +84,36 @@ class Diversity(Dense):
     def extra_loss(self, model, x, out, hidden):
         if not hidden:  # no hidden layer: nothing to decorrelate
             return None
-        weight = self.epoch_weight()
+        weight = self.epoch_weight()   # a Python float: a tensor made from it on a GPU would sync every step
         if weight == 0.0:
             return None
         pen = self.penalty(model, hidden)
-        lam = torch.as_tensor(weight, dtype=pen.dtype, device=pen.device)
         if self.cfg.model.lam_schedule == "gated":
-            # The gate reads the batch's own diversity: the mean over hidden layers of each layer's mean |Pearson|
-            # (the act_pearson penalty itself, reused when that is the penalty). On the device: no host sync.
+            # The gate reads the training batch's diversity: mean |Pearson| over the within-layer pairs of all
+            # hidden layers (the logged act_corr's definition, on this batch in train mode, units with std < 1e-3
+            # left out). It stays on the device: the gate is a 0/1 factor, not a Python branch.
             if self.cfg.model.penalty == "act_pearson":
                 corr = pen.detach()
             else:
                 with torch.no_grad():
-                    corr = torch.stack([decorrelation.act_pearson(h) for h in hidden]).mean()
-            lam = torch.where(corr > self.cfg.model.gate_threshold, lam, torch.zeros_like(lam))
+                    corr = decorrelation.pooled_act_pearson(hidden)
+            lam = (corr > self.cfg.model.gate_threshold).to(pen.dtype) * weight
+        else:
+            lam = weight
         self._sum_weight = self._sum_weight + lam
         self._sum_penalty = self._sum_penalty + pen.detach()
         self._steps += 1
         return lam * pen
 
     def epoch_metrics(self) -> dict[str, float]:
-        n = max(self._steps, 1)
-        vals = torch.stack([torch.as_tensor(self._sum_weight, dtype=torch.float64).cpu(),
-                            torch.as_tensor(self._sum_penalty, dtype=torch.float64).cpu()]).tolist()
+        if not self._steps:  # the penalty was off all epoch: nothing was computed, so nothing is reported
+            out = {"reg_weight": 0.0}
+        else:
+            w, p = (torch.as_tensor(v, dtype=torch.float64) for v in (self._sum_weight, self._sum_penalty))
+            w, p = torch.stack([w.to(p.device), p]).cpu().tolist()   # one transfer per epoch
+            out = {"reg_weight": w / self._steps, "reg_penalty": p / self._steps}
         self._reset_sums()
-        return {"reg_weight": vals[0] / n, "reg_penalty": vals[1] / n}
+        return out
 
     def after_epoch(self, model, optimizer, epoch: int) -> None:
         self.epochs_done = epoch

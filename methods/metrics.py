@@ -29,6 +29,7 @@ the validation split, the same for every trial of a study because the split come
   act_corr and counted here (pitfall 2 of the dossier: their variance is 0, a plain Pearson would be NaN).
 - weight_cos: mean |cosine| between the incoming weight vectors (rows of the effective weight) of a hidden
   layer, over pairs of nonzero rows, pooled over hidden layers like act_corr.
+- weight_pearson: the same with every row centred first (the dossier's "weight Pearson correlation").
 A layer with fewer than two live units (or nonzero rows) has no pair: it reports 0 and adds no pair to the pool.
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .layers import WeightLayer, weight_layers
 # Keys every run reports every epoch (DESIGN.md). tests/test_registry.py checks each method reports them.
 EPOCH_KEYS = ("epoch", "seconds", "train_loss", "train_acc", "val_acc", "test_acc", "params_trainable", "params_dense",
               "weights_nonzero", "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer",
-              "act_corr", "weight_cos", "dead_units")
+              "act_corr", "weight_cos", "weight_pearson", "dead_units")
 
 EVAL_BATCH = 1024   # samples of the validation split on which activation diversity is measured
 DEAD_STD = 1e-6     # a unit whose activation varies less than this over the evaluation batch is dead
@@ -143,8 +144,8 @@ def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
 
 
 # ---------------------------------------------------------------------------------------------- diversity
-# Differentiable: methods/decorrelation.py uses the same functions as penalties, so that the regulariser
-# lowers exactly the quantity reported.
+# Differentiable: methods/decorrelation.py builds its act_pearson penalty on mean_abs_pearson (applied to the
+# training batch, with a higher dead-unit floor).
 
 def pair_mean(g: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of |g_ij| over pairs i < j of units `keep` (boolean [H]) of a symmetric [H, H] matrix whose rows
@@ -199,7 +200,7 @@ def eval_batch(x_val: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def diversity(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """act_corr, weight_cos, dead_units (network and `layer<k>/...` for every hidden layer) on batch `x`.
+    """act_corr, weight_cos, weight_pearson, dead_units (network and `layer<k>/...` per hidden layer) on batch `x`.
 
     The model's forward must accept `return_hidden=True` and return (logits, [hidden activations per layer]);
     hidden layer k is the output of weight layer k."""
@@ -212,22 +213,26 @@ def diversity(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     for k, a in enumerate(hidden):
         a = units_2d(a).double()
         corr, corr_pairs = mean_abs_pearson(a)
-        cos, cos_pairs = mean_abs_cosine(layers[k].effective_weight().detach().double())
-        values += [corr, cos, (~live_units(a)).sum().double(), corr_pairs.double(), cos_pairs.double()]
+        w = layers[k].effective_weight().detach().double()
+        cos, cos_pairs = mean_abs_cosine(w)
+        pea, pea_pairs = mean_abs_cosine(w, centred=True)
+        values += [corr, cos, pea, (~live_units(a)).sum().double(), corr_pairs.double(), cos_pairs.double(),
+                   pea_pairs.double()]
     host = torch.stack(values).cpu().tolist() if values else []
     out: dict[str, float] = {}
-    sums = {"act_corr": 0.0, "weight_cos": 0.0}
-    pairs = {"act_corr": 0, "weight_cos": 0}
+    keys = ("act_corr", "weight_cos", "weight_pearson")
+    sums = dict.fromkeys(keys, 0.0)
+    pairs = dict.fromkeys(keys, 0.0)
     dead = 0
     for k in range(len(hidden)):
-        corr, cos, n_dead, corr_pairs, cos_pairs = host[5 * k: 5 * k + 5]
-        out[f"layer{k}/act_corr"], out[f"layer{k}/weight_cos"], out[f"layer{k}/dead_units"] = corr, cos, int(n_dead)
-        sums["act_corr"] += corr * corr_pairs
-        sums["weight_cos"] += cos * cos_pairs
-        pairs["act_corr"] += corr_pairs
-        pairs["weight_cos"] += cos_pairs
+        corr, cos, pea, n_dead, *n_pairs = host[7 * k: 7 * k + 7]
+        for key, value, n in zip(keys, (corr, cos, pea), n_pairs):
+            out[f"layer{k}/{key}"] = value
+            sums[key] += value * n
+            pairs[key] += n
+        out[f"layer{k}/dead_units"] = int(n_dead)
         dead += int(n_dead)
-    for key in sums:
+    for key in keys:
         out[key] = sums[key] / pairs[key] if pairs[key] else 0.0
     out["dead_units"] = dead
     return out

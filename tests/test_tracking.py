@@ -99,7 +99,8 @@ def test_best_table_chooses_by_validation_not_test():
         "val_acc": [0.90, 0.95, 0.80], "test_acc": [0.99, 0.91, 0.999], "train_acc": 1.0,
         "params_trainable": [10, 20, 30], "params_dense": 30, "weights_nonzero": [10, 20, 30], "weight_sparsity": 0.0,
         "neurons_active": 5,
-        "neuron_sparsity": 0.0, "hoyer": 0.1, "epochs": 4, "seconds": 1.0})
+        "neuron_sparsity": 0.0, "hoyer": 0.1, "act_corr": 0.2, "weight_cos": 0.1, "dead_units": 0, "epochs": 4,
+        "seconds": 1.0})
     table = best_table(runs)
     assert table.loc[0, "config_hash"] == "hb" and table.loc[0, "test_acc"] == 0.91 and table.loc[0, "trials"] == 3
     runs.loc[1, "status"] = "KILLED"

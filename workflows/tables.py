@@ -12,9 +12,10 @@ from . import tracking
 
 RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
                "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
-               "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "epochs", "seconds"]
+               "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "act_corr", "weight_cos", "dead_units",
+               "epochs", "seconds"]
 TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
-                 "weight_sparsity", "neurons_active", "neuron_sparsity", "epochs", "trials", "config_hash"]
+                 "weight_sparsity", "neurons_active", "neuron_sparsity", "act_corr", "epochs", "trials", "config_hash"]
 FORMATS = ("markdown", "csv", "latex", "html")
 
 
@@ -46,7 +47,8 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
                 "params_dense": m.get("params_dense"), "weights_nonzero": m.get("weights_nonzero"),
                 "weight_sparsity": m.get("weight_sparsity"), "neurons_active": m.get("neurons_active"),
                 "neuron_sparsity": m.get("neuron_sparsity"),
-                "hoyer": m.get("hoyer"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
+                "hoyer": m.get("hoyer"), "act_corr": m.get("act_corr"), "weight_cos": m.get("weight_cos"),
+                "dead_units": m.get("dead_units"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
             })
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     if parent_run_ids is not None:
@@ -74,7 +76,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
     if fmt not in FORMATS:
         raise TableError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     shown = df.copy()
-    for col in ("test_acc", "val_acc", "weight_sparsity", "neuron_sparsity"):
+    for col in ("test_acc", "val_acc", "weight_sparsity", "neuron_sparsity", "act_corr"):
         if col in shown:
             shown[col] = shown[col].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
     if fmt == "markdown":
