@@ -12,13 +12,19 @@ from .registry import register_method
 
 
 @dataclass(frozen=True)
-class MLPConfig(ModelConfig):
-    """Shape of an MLP; shared by every MLP-based method's config."""
+class MLPShapeConfig(ModelConfig):
+    """Shape of an MLP; shared by every MLP-based method's config (spectral ones included)."""
 
     hidden: tuple[int, ...] = spec((128, 64), ge=1, help="hidden layer widths")
     activation: str = spec("relu", choices=tuple(ACTIVATIONS))
     dropout: float = spec(0.0, ge=0.0, lt=1.0)
     bias: bool = spec(True)
+
+
+@dataclass(frozen=True)
+class MLPConfig(MLPShapeConfig):
+    """An MLP of plain weight matrices: the shape plus the initialisation options that act on such matrices."""
+
     # Decorrelated yet random initialisation (Paper A, arXiv 2109.09612; the algorithm is our reconstruction,
     # shared/papers/diversification.md section 1.4): the standard init, then `decor_steps` data-free Adam steps
     # lowering the mean |cosine| ("cosine") or |Pearson| ("pearson", centred rows) between the rows of every

@@ -1,0 +1,98 @@
+"""Spectral learning (issue 5): MLPs whose layers are `SpectralLinear` (methods/spectral_layers.py).
+
+- `spectral`: Paper C's variants (Chicchi et al., arXiv 2106.09021) and the parent's eigenvalue-only layer
+  (Giambagli et al., Nat. Commun. 12, 1330, 2021), for the whole net (`model.variant`) or per layer
+  (`model.layer_variants`, e.g. the parent's demo: eig_out, full, full).
+- `spectral_sparse`: Paper C's QR_sparse: QR layers, lam_in = 1 and lam_out = 0 at init, every layer (output
+  included) keeps only its top (1 - sparsity) share of |W| at every forward pass (Example/sparse_functions.py).
+- `dense_sparse`: the same dynamic thresholding on a dense kernel, Glorot init, no bias (`Sparse_Dense`).
+Defaults follow the authors' code where the dossier gives them (shared/papers/spectral.md sections 2.1 and 3):
+ReLU for the dense-vs-spectral comparison, tanh for the sparse experiment. The optimiser is a train.* option
+(the authors use Adamax / Adam, section 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .base import Method
+from .config import ConfigError, RunConfig, spec
+from .dense import MLPShapeConfig
+from .models import MLP
+from .registry import register_method
+from .spectral_layers import VARIANTS, DenseSparseLinear, SpectralLinear
+
+
+@dataclass(frozen=True)
+class SpectralConfig(MLPShapeConfig):
+    variant: str = spec("two_sets", choices=VARIANTS, help="eig_out | two_sets | ssvd | qr | full, every layer")
+    layer_variants: tuple[str, ...] = spec((), choices=VARIANTS,
+                                           help="one variant per weight layer (overrides variant); empty: all alike")
+    # Default True: the paper's parameter count (Example/plot_functions.py) treats R as triangular; the TF code
+    # trains the full matrix (False reproduces that; pitfall 5).
+    qr_triangular: bool = spec(True)
+
+
+@register_method("spectral")
+class Spectral(Method):
+    Config = SpectralConfig
+
+    def variants(self, n_layers: int) -> tuple[str, ...]:
+        m = self.cfg.model
+        return tuple(m.layer_variants) or (m.variant,) * n_layers
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        m = cfg.model
+        if m.layer_variants and len(m.layer_variants) != len(m.hidden) + 1:
+            raise ConfigError(f"model.layer_variants={list(m.layer_variants)} has {len(m.layer_variants)} entries; "
+                              f"model.hidden={list(m.hidden)} makes {len(m.hidden) + 1} weight layers")
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        widths = (self.info.in_features, *m.hidden, self.info.num_classes)
+        variants = self.variants(len(widths) - 1)
+        return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias,
+                   factory=lambda a, b, bias, i: SpectralLinear(a, b, variants[i], bias=bias,
+                                                                 qr_triangular=m.qr_triangular))
+
+
+@dataclass(frozen=True)
+class SpectralSparseConfig(MLPShapeConfig):
+    # Section 3.2: 784-500-500-10, tanh; sparsities 0.5-0.98 in the paper's sweep.
+    hidden: tuple[int, ...] = spec((500, 500), ge=1, help="hidden layer widths")
+    activation: str = spec("tanh", choices=("relu", "tanh", "elu", "sigmoid"))
+    sparsity: float = spec(0.9, ge=0.0, lt=1.0, help="share of each layer's |W| zeroed at every forward pass")
+    qr_triangular: bool = spec(True)
+
+
+@register_method("spectral_sparse")
+class SpectralSparse(Method):
+    Config = SpectralSparseConfig
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        widths = (self.info.in_features, *m.hidden, self.info.num_classes)
+        return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias,
+                   factory=lambda a, b, bias, i: SpectralLinear(a, b, "qr", bias=bias, sparsity=m.sparsity,
+                                                                 qr_triangular=m.qr_triangular, lam_init=(1.0, 0.0)))
+
+
+@dataclass(frozen=True)
+class DenseSparseConfig(MLPShapeConfig):
+    hidden: tuple[int, ...] = spec((500, 500), ge=1, help="hidden layer widths")
+    activation: str = spec("tanh", choices=("relu", "tanh", "elu", "sigmoid"))
+    bias: bool = spec(False)   # Sparse_Dense has no bias (Example/Layers.py)
+    sparsity: float = spec(0.9, ge=0.0, lt=1.0, help="share of each layer's |W| zeroed at every forward pass")
+
+
+@register_method("dense_sparse")
+class DenseSparse(Method):
+    Config = DenseSparseConfig
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        widths = (self.info.in_features, *m.hidden, self.info.num_classes)
+        return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias,
+                   factory=lambda a, b, bias, i: DenseSparseLinear(a, b, bias=bias, sparsity=m.sparsity))
