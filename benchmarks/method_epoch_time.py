@@ -1,4 +1,4 @@
-"""Epoch time of every sparse method relative to `dense` at the same widths, measured alternately in one run.
+"""Epoch time of every method relative to `dense` at the same widths, measured alternately in one run.
 
 Each method trains the same MLP shape on the same in-memory random data (MNIST-shaped, 784 inputs) with the
 same optimizer and batch size; `Trainer.run_epoch()` is timed, so a method's per-epoch topology work (SET
@@ -8,6 +8,7 @@ median epoch time and the ratio to dense's median are printed.
 
     python benchmarks/method_epoch_time.py                      # 784-1000-1000-10, 10 000 samples
     python benchmarks/method_epoch_time.py --methods dense,set --hidden 1000,1000,1000 --threads 1
+    python benchmarks/method_epoch_time.py --methods dense,spectral --hidden 100 --batch-size 200   # Paper C shape
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from methods import RunConfig, Trainer, list_methods
+from methods import RunConfig, Trainer, get_method, list_methods
 from methods.data import DataInfo, Dataset
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     trainers = {}
     for m in methods:
         flat = {"method": m, "model.hidden": hidden, "train.batch_size": a.batch_size, "train.epochs": 10_000}
-        if m != "dense":
+        if "epsilon" in get_method(m).Config.keys():
             flat["model.epsilon"] = a.epsilon
         if m == "set_neuron":  # a pruning round every epoch: the worst case of its per-epoch work
             flat.update({"model.prune_start": 1, "model.prune_every": 1, "model.prune_percentile": 1.0})
