@@ -24,6 +24,13 @@ from .registry import register_method
 from .spectral_layers import VARIANTS, DenseSparseLinear, SpectralLinear
 
 
+def mlp_of(method: Method, factory) -> MLP:
+    """The configured MLP shape (input, model.hidden, classes) with layers made by `factory(n_in, n_out, bias, i)`."""
+    m = method.cfg.model
+    widths = (method.info.in_features, *m.hidden, method.info.num_classes)
+    return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
+
+
 @dataclass(frozen=True)
 class SpectralConfig(MLPShapeConfig):
     variant: str = spec("two_sets", choices=VARIANTS, help="eig_out | two_sets | ssvd | qr | full, every layer")
@@ -51,10 +58,8 @@ class Spectral(Method):
 
     def build(self) -> nn.Module:
         m = self.cfg.model
-        widths = (self.info.in_features, *m.hidden, self.info.num_classes)
-        variants = self.variants(len(widths) - 1)
-        return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias,
-                   factory=lambda a, b, bias, i: SpectralLinear(a, b, variants[i], bias=bias,
+        variants = self.variants(len(m.hidden) + 1)
+        return mlp_of(self, lambda a, b, bias, i: SpectralLinear(a, b, variants[i], bias=bias,
                                                                  qr_triangular=m.qr_triangular))
 
 
@@ -73,9 +78,7 @@ class SpectralSparse(Method):
 
     def build(self) -> nn.Module:
         m = self.cfg.model
-        widths = (self.info.in_features, *m.hidden, self.info.num_classes)
-        return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias,
-                   factory=lambda a, b, bias, i: SpectralLinear(a, b, "qr", bias=bias, sparsity=m.sparsity,
+        return mlp_of(self, lambda a, b, bias, i: SpectralLinear(a, b, "qr", bias=bias, sparsity=m.sparsity,
                                                                  qr_triangular=m.qr_triangular, lam_init=(1.0, 0.0)))
 
 
@@ -92,7 +95,5 @@ class DenseSparse(Method):
     Config = DenseSparseConfig
 
     def build(self) -> nn.Module:
-        m = self.cfg.model
-        widths = (self.info.in_features, *m.hidden, self.info.num_classes)
-        return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias,
-                   factory=lambda a, b, bias, i: DenseSparseLinear(a, b, bias=bias, sparsity=m.sparsity))
+        sparsity = self.cfg.model.sparsity
+        return mlp_of(self, lambda a, b, bias, i: DenseSparseLinear(a, b, bias=bias, sparsity=sparsity))
