@@ -141,3 +141,17 @@ def test_bad_variant_and_sparsity():
         SpectralLinear(3, 2, "svd")
     with pytest.raises(ValueError, match="sparsity"):
         SpectralLinear(3, 2, "qr", sparsity=1.0)
+
+
+def test_parent_perceptron_uses_about_ten_percent_of_the_parameters():
+    """Nat. Commun. 2021 Fig. 4 caption (workflows/papers/spectral.yaml): eigenvalue training of the 784 -> 10
+    perceptron uses roughly 10% of the direct-space parameters."""
+    import yaml
+    from pathlib import Path
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflows" / "papers" / "spectral.yaml").read_text())
+    exp = next(e for e in doc["experiments"] if e["name"] == "parent_perceptron_parameters")
+    cell = exp["published"][0]
+    model = MLP((784, 10), factory=lambda a, b, bias, i: SpectralLinear(a, b, "two_sets", bias=False))
+    ratio = params_trainable(model) / structure(model)["params_dense"]
+    assert ratio == (784 + 10) / (784 * 10)
+    assert abs(ratio - cell["value"]) <= cell["tolerance"]
