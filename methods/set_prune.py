@@ -54,19 +54,23 @@ def draw_values(kind: str, n: int, fan_in: int, fan_out: int, gen: torch.Generat
 SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq", "exp_inf")  # Adam, AMSGrad, Adamax
 
 
-def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor) -> None:
-    """Reset the per-entry optimizer state of `param` at `where` (removed, regrown or pruned entries).
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor,
+                          active: torch.Tensor) -> None:
+    """Reset the per-entry optimizer state of `param` at `where` (removed, regrown or pruned entries);
+    `active` is the layer's mask after the change.
 
     First moments (SGD momentum, Adam exp_avg) become 0: a new connection does not move on stale momentum
-    (NumPy SET code: the momentum of new weights is 0). Second moments become the mean over the entries
-    kept: with a zero second moment and Adam's global step count, a regrown weight would take steps many
-    times larger than its neighbours'.
+    (NumPy SET code: the momentum of new weights is 0). Second moments become the mean over the surviving
+    connections (active and not reset): with a zero second moment and Adam's global step count, a regrown
+    weight would take steps many times larger than its neighbours'. Masked positions are excluded from the
+    mean: their gradient is 0, so their second moment is 0, and counting them would shrink the mean by the
+    layer's density.
     """
     for name, value in optimizer.state.get(param, {}).items():
         if not (torch.is_tensor(value) and value.shape == param.shape):
             continue
         if name in SECOND_MOMENTS:
-            kept = value[~where]
+            kept = value[active & ~where]
             value[where] = kept.mean() if kept.numel() else 0
         else:
             value[where] = 0
@@ -150,8 +154,7 @@ def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Ge
     """
     w, m = layer.weight, layer.mask
     flat_w, flat_m = w.view(-1), m.view(-1)
-    remove = torch.zeros_like(flat_m)
-    remove |= flat_m & (flat_w == 0)
+    remove = flat_m & (flat_w == 0)
     for sign in (1.0, -1.0):
         idx = (flat_m & (flat_w * sign > 0)).nonzero().squeeze(1)
         k = int(zeta * idx.numel())
@@ -196,9 +199,9 @@ class SET(FixProb):
             allowed = layer.unit_mask[:, None] & alive_in[None, :]
             removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen, allowed)
             if self.cfg.model.momentum_reset == "all":
-                reset_optimizer_state(optimizer, layer.weight, torch.ones_like(removed))
+                reset_optimizer_state(optimizer, layer.weight, torch.ones_like(removed), layer.mask)
             else:
-                reset_optimizer_state(optimizer, layer.weight, removed | regrown)
+                reset_optimizer_state(optimizer, layer.weight, removed | regrown, layer.mask)
 
     def before_rewiring(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Hook for set_neuron: neuron pruning runs before the SET step, as in weights_evolution_II."""
@@ -237,9 +240,6 @@ class SetNeuron(SET):
         """Epochs after which a pruning round runs (never after the last epoch: nothing would retrain)."""
         return list(range(cfg.model.prune_start, cfg.train.epochs, cfg.model.prune_every))
 
-    def rounds(self) -> list[int]:
-        return self.schedule(self.cfg)
-
     @classmethod
     def check(cls, cfg) -> None:
         if not cls.schedule(cfg):
@@ -270,13 +270,13 @@ class SetNeuron(SET):
             return torch.zeros_like(alive)
         threshold = torch.quantile(pool.double(), m.prune_percentile / 100.0).to(s.dtype)
         kill = alive & (s <= threshold)
-        if bool((alive & ~kill).sum() == 0) and bool(alive.any()):  # all tied at the threshold: keep the strongest
+        if alive.any() and not (alive & ~kill).any():  # all tied at the threshold: keep the strongest
             kill[torch.where(alive, s, torch.full_like(s, -math.inf)).argmax()] = False
         return kill
 
     @torch.no_grad()
     def before_rewiring(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-        rounds = self.rounds()
+        rounds = self.schedule(self.cfg)
         if epoch not in rounds:
             return
         layers = model.layers
@@ -290,11 +290,11 @@ class SetNeuron(SET):
             into.unit_mask[kill] = False
             out_of.mask[:, kill] = False
             out_of.weight[:, kill] = 0
-            reset_optimizer_state(optimizer, into.weight, kill[:, None].expand_as(into.mask))
-            reset_optimizer_state(optimizer, out_of.weight, kill[None, :].expand_as(out_of.mask))
+            reset_optimizer_state(optimizer, into.weight, kill[:, None].expand_as(into.mask), into.mask)
+            reset_optimizer_state(optimizer, out_of.weight, kill[None, :].expand_as(out_of.mask), out_of.mask)
             if into.bias is not None:
                 into.bias[kill] = 0
-                reset_optimizer_state(optimizer, into.bias, kill)
+                reset_optimizer_state(optimizer, into.bias, kill, into.unit_mask)
             # The budget shrinks with the units: regrowth refills only what survived (Curci et al.).
             into.budget.copy_(into.mask.sum())
             out_of.budget.copy_(out_of.mask.sum())

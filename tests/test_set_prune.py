@@ -117,7 +117,7 @@ def prune_config(**flat):
 def test_neuron_pruning_follows_the_target_schedule_and_never_regrows(digits):
     cfg = prune_config(**{"model.prune_target": 0.5})
     tr = Trainer(cfg, data=digits)
-    assert tr.method.rounds() == [2, 4, 6]
+    assert tr.method.schedule(tr.cfg) == [2, 4, 6]
     dead_seen = [set(), set()]
     hist = tr.fit(lambda m, t: [dead_seen[i].update((~t.model.layers[i].unit_mask).nonzero().flatten().tolist())
                                 for i in range(2)])
@@ -149,14 +149,19 @@ def test_percentile_over_all_saturates_and_over_alive_does_not(digits):
     assert over_alive[-1]["layer0/neuron_sparsity"] > 0.8  # 1 - 0.8^11 = 0.91
 
 
-def test_params_trainable_shrinks_with_pruned_neurons(digits):
+def test_params_trainable_shrinks_by_what_pruning_removes(digits):
+    """Counted independently of MaskedLinear.num_trainable: every connection a pruned unit had (in and out)
+    and its bias leave the count; SET rewiring keeps each layer's budget."""
     tr = Trainer(prune_config(**{"model.prune_target": 0.5}), data=digits)
     start = structure(tr.model, tr.optimizer)["params_trainable"]
-    tr.fit()
-    s = structure(tr.model, tr.optimizer)
     layers = tr.model.layers
-    assert s["params_trainable"] == sum(int(l.mask.sum()) + int(l.unit_mask.sum()) for l in layers)
-    assert s["params_trainable"] < start
+    budgets = [int(l.budget) for l in layers]
+    tr.fit()
+    end = structure(tr.model, tr.optimizer)["params_trainable"]
+    lost_biases = sum(int((~l.unit_mask).sum()) for l in layers)
+    lost_weights = sum(b - int(l.budget) for b, l in zip(budgets, layers))
+    assert lost_biases > 0 and lost_weights > 0
+    assert start - end == lost_weights + lost_biases
 
 
 def test_resume_after_rewiring_and_pruning_is_identical(digits, tmp_path):
@@ -239,7 +244,9 @@ def test_masked_weights_stay_exactly_zero_through_training(opt, digits):
 
 
 def test_adam_state_of_regrown_weights_is_reset_to_the_survivors_scale(digits):
-    tr = Trainer(small_config("set", **{"train.optimizer": "adam", "train.lr": 0.003, "train.epochs": 3}), data=digits)
+    # A sparse layer (density ~0.04): a mean diluted by the empty positions would be ~25x too small.
+    tr = Trainer(small_config("set", **{"train.optimizer": "adam", "train.lr": 0.003, "train.epochs": 3,
+                                        "model.hidden": [256, 128], "model.epsilon": 2.0}), data=digits)
     tr.run_epoch()
     layer = tr.model.layers[0]
     pre = layer.mask.clone()
@@ -249,7 +256,12 @@ def test_adam_state_of_regrown_weights_is_reset_to_the_survivors_scale(digits):
     new = layer.mask & ~pre
     assert new.any()
     assert torch.all(state["exp_avg"][new] == 0)
-    kept = pre & layer.mask
-    survivors_mean = state["exp_avg_sq"][~new].mean()
-    assert torch.allclose(state["exp_avg_sq"][new], survivors_mean.expand(int(new.sum())))
-    assert float(state["exp_avg_sq"][kept].mean()) > 0
+    # Survivors: connected before and after and not regrown. Regrown weights start at 0 (regrow_init "zero") and
+    # SET removes every zero weight, so a survivor is exactly a connected nonzero weight.
+    assert tr.cfg.model.regrow_init == "zero"
+    survivors = pre & layer.mask & (layer.weight.detach() != 0)
+    expected = state["exp_avg_sq"][survivors].mean()
+    assert float(expected) > 0
+    assert torch.allclose(state["exp_avg_sq"][new], expected.expand(int(new.sum())), rtol=1e-5, atol=0)
+    # The diluted mean (empty positions counted) is far smaller: this test tells the two apart.
+    assert float(state["exp_avg_sq"][~new].mean()) < 0.2 * float(expected)
