@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .layers import weight_layers
-from .metrics import mean_abs_pearson, units_2d
+from .metrics import mean_abs_pearson, pair_mean, row_cosines, units_2d
 
 
 def decov(a: torch.Tensor) -> torch.Tensor:
@@ -57,14 +57,7 @@ def pooled_act_pearson(hidden: list[torch.Tensor], dead_std: float = PENALTY_DEA
 
 def mean_sq_cosine(w: torch.Tensor, centred: bool = False) -> torch.Tensor:
     """Mean cos^2 between the nonzero rows of w [H, ...] (`centred`: rows minus their mean, i.e. Pearson)."""
-    w = w.reshape(w.shape[0], -1)
-    if centred:
-        w = w - w.mean(1, keepdim=True)
-    norm = w.norm(dim=1)
-    keep = norm.detach() > 0
-    u = w / torch.where(keep, norm, torch.ones_like(norm))[:, None]
-    n = keep.sum()
-    return (u @ u.T).triu(1).pow(2).sum() / (n * (n - 1) // 2).clamp_min(1)
+    return pair_mean(*row_cosines(w, centred), power=2)[0]
 
 
 def weight_cos(w: torch.Tensor) -> torch.Tensor:

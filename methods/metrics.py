@@ -147,14 +147,14 @@ def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
 # Differentiable: methods/decorrelation.py builds its act_pearson penalty on mean_abs_pearson (applied to the
 # training batch, with a higher dead-unit floor).
 
-def pair_mean(g: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of |g_ij| over pairs i < j of units `keep` (boolean [H]) of a symmetric [H, H] matrix whose rows
-    and columns outside `keep` are 0, and the number of pairs; both 0-dim device tensors. Gram-matrix form,
-    no loop over pairs (dossier pitfall 1), and no boolean indexing, which would sync a GPU with the host
-    at every training step. No pair gives 0 (with a zero gradient), never 0/0."""
+def pair_mean(g: torch.Tensor, keep: torch.Tensor, power: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of |g_ij|^power over pairs i < j of units `keep` (boolean [H]) of a symmetric [H, H] matrix whose
+    rows and columns outside `keep` are 0, and the number of pairs; both 0-dim device tensors. Gram-matrix
+    form, no loop over pairs (dossier pitfall 1), and no boolean indexing, which would sync a GPU with the
+    host at every training step. No pair gives 0 (with a zero gradient), never 0/0."""
     n = keep.sum()
     pairs = n * (n - 1) // 2
-    return g.triu(1).abs().sum() / pairs.clamp_min(1), pairs
+    return g.triu(1).abs().pow(power).sum() / pairs.clamp_min(1), pairs
 
 
 def units_2d(a: torch.Tensor) -> torch.Tensor:
@@ -168,12 +168,14 @@ def live_units(a: torch.Tensor, dead_std: float = DEAD_STD) -> torch.Tensor:
     return a.std(0, unbiased=False) > dead_std if len(a) > 1 else torch.zeros(a.shape[1], dtype=torch.bool, device=a.device)
 
 
-def mean_abs_pearson(a: torch.Tensor, dead_std: float = DEAD_STD) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_abs_pearson(a: torch.Tensor, dead_std: float = DEAD_STD,
+                     live: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean |Pearson r| over pairs of live units of activations `a` [B, H] (batch statistics), and the pair
-    count. Units whose standard deviation is <= `dead_std` are left out: their columns are zeroed after a
-    floored division, so nothing is 0/0 and they get a zero gradient."""
+    count. Units whose standard deviation is <= `dead_std` (or outside a given `live`) are left out: their
+    columns are zeroed after a floored division, so nothing is 0/0 and they get a zero gradient."""
     a = units_2d(a)
-    live = live_units(a, dead_std)
+    if live is None:
+        live = live_units(a, dead_std)
     c = a - a.mean(0)
     # Floor before the square root: sqrt'(0) is infinite, and inf * 0 would be a NaN gradient for a dead unit.
     std = c.pow(2).mean(0).clamp_min(dead_std ** 2).sqrt()
@@ -182,16 +184,23 @@ def mean_abs_pearson(a: torch.Tensor, dead_std: float = DEAD_STD) -> tuple[torch
     return pair_mean(r, live)
 
 
-def mean_abs_cosine(w: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean |cosine| between the nonzero rows of `w` [H, ...] (rows = incoming weight vectors), and the
-    pair count. `centred`: each row minus its mean first (the weight Pearson correlation of the dossier)."""
+def row_cosines(w: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cosine matrix [H, H] between the rows of `w` [H, ...] (zero rows give zero rows and columns) and
+    the boolean [H] of nonzero rows. `centred`: each row minus its mean first (the weight Pearson correlation
+    of the dossier)."""
     w = w.reshape(w.shape[0], -1)
     if centred:
         w = w - w.mean(1, keepdim=True)
     norm = w.norm(dim=1)
     keep = norm.detach() > 0
-    u = w / torch.where(keep, norm, torch.ones_like(norm))[:, None]     # zero rows stay zero
-    return pair_mean(u @ u.T, keep)
+    u = w / torch.where(keep, norm, torch.ones_like(norm))[:, None]
+    return u @ u.T, keep
+
+
+def mean_abs_cosine(w: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean |cosine| between the nonzero rows of `w` [H, ...] (rows = incoming weight vectors), and the
+    pair count."""
+    return pair_mean(*row_cosines(w, centred))
 
 
 def eval_batch(x_val: torch.Tensor) -> torch.Tensor:
@@ -212,11 +221,12 @@ def diversity(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     values = []                       # device tensors; one transfer at the end
     for k, a in enumerate(hidden):
         a = units_2d(a).double()
-        corr, corr_pairs = mean_abs_pearson(a)
+        live = live_units(a)
+        corr, corr_pairs = mean_abs_pearson(a, live=live)
         w = layers[k].effective_weight().detach().double()
         cos, cos_pairs = mean_abs_cosine(w)
         pea, pea_pairs = mean_abs_cosine(w, centred=True)
-        values += [corr, cos, pea, (~live_units(a)).sum().double(), corr_pairs.double(), cos_pairs.double(),
+        values += [corr, cos, pea, (~live).sum().double(), corr_pairs.double(), cos_pairs.double(),
                    pea_pairs.double()]
     host = torch.stack(values).cpu().tolist() if values else []
     out: dict[str, float] = {}
