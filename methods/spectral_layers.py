@@ -57,14 +57,14 @@ def dynamic_sparsify(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     k = int(sparsity * w.numel())
     if k <= 0:
         return w
-    a = w.detach().abs().flatten()
-    threshold = torch.kthvalue(a, k).values
-    return w * (w.detach().abs() > threshold)
+    a = w.detach().abs()
+    return w * (a > torch.kthvalue(a.flatten(), k).values)
 
 
-def lower_trapezoid_count(rows: int, cols: int) -> int:
-    """Entries of a rows x cols matrix on or below the diagonal."""
-    return sum(min(i + 1, cols) for i in range(rows))
+def check_sparsity(sparsity: float) -> float:
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    return float(sparsity)
 
 
 class SpectralLinear(WeightLayer):
@@ -76,10 +76,8 @@ class SpectralLinear(WeightLayer):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown spectral variant {variant!r}; allowed: {', '.join(VARIANTS)}")
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         self.in_features, self.out_features = n_in, n_out
-        self.variant, self.sparsity, self.qr_triangular = variant, float(sparsity), bool(qr_triangular)
+        self.variant, self.sparsity, self.qr_triangular = variant, check_sparsity(sparsity), bool(qr_triangular)
         g = generator
         k = min(n_in, n_out)
 
@@ -168,9 +166,7 @@ class DenseSparseLinear(nn.Linear, WeightLayer):
     def __init__(self, n_in: int, n_out: int, bias: bool = False, sparsity: float = 0.0,
                  generator: torch.Generator | None = None):
         super().__init__(n_in, n_out, bias=bias)
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-        self.sparsity = float(sparsity)
+        self.sparsity = check_sparsity(sparsity)
         bound = math.sqrt(6.0 / (n_in + n_out))
         with torch.no_grad():
             self.weight.copy_((torch.rand(n_out, n_in, generator=generator) * 2 - 1) * bound)

@@ -6,8 +6,7 @@ import torch
 
 from methods.metrics import params_trainable, structure
 from methods.models import MLP
-from methods.spectral_layers import (VARIANTS, DenseSparseLinear, SpectralLinear, closed_form_weight,
-                                     dynamic_sparsify, lower_trapezoid_count)
+from methods.spectral_layers import VARIANTS, DenseSparseLinear, SpectralLinear, closed_form_weight, dynamic_sparsify
 
 
 def layer(n_in, n_out, variant, seed=0, **kw):
@@ -108,10 +107,10 @@ def test_params_trainable_equals_the_papers_formulas(n1, n2):
     assert params_trainable(model) == n1 + 2 * n2 + 10 + n2 * min(n1, n2) + 10 * min(n2, 10)
 
 
-def test_lower_trapezoid_count():
-    assert lower_trapezoid_count(4, 4) == 10
-    assert lower_trapezoid_count(6, 4) == 10 + 2 * 4        # N_out > k: full rows below the triangle
-    assert lower_trapezoid_count(3, 3) == int(torch.tril(torch.ones(3, 3)).sum())
+def test_qr_trapezoid_count_when_units_exceed_inputs():
+    """N_out > N_in: R^T is lower-trapezoidal, k(k+1)/2 + (N_out - k) k entries (dossier section 5.3)."""
+    lay = layer(4, 6, "qr", bias=False)
+    assert params_trainable(lay) == 4 + 6 + 10 + 2 * 4
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9, 0.98])
