@@ -106,7 +106,7 @@ def report(doc: dict, results: list[dict], order: list[tuple]) -> str:
         for arm, seeds in arms.items():
             acc = np.array([seeds[s]["test_acc"][:n_epochs] for s in sorted(seeds)])
             corr1 = np.mean([seeds[s]["act_corr"][0] for s in seeds])
-            cells_ = " | ".join(f"{acc[:, e - 1].mean():.3f} ± {acc[:, e - 1].std(ddof=1) if len(acc) > 1 else 0:.3f}"
+            row = " | ".join(f"{acc[:, e - 1].mean():.3f} ± {acc[:, e - 1].std(ddof=1) if len(acc) > 1 else 0:.3f}"
                                 for e in shown)
             final = f"{acc[:, -1].mean():.3f} ± {acc[:, -1].std(ddof=1) if len(acc) > 1 else 0:.3f}"
             gain = "(baseline)" if arm == base_arm else "-"
@@ -122,7 +122,7 @@ def report(doc: dict, results: list[dict], order: list[tuple]) -> str:
                     for e in shown)
             pub = published.get(arm)
             pub_s = "-" if pub is None else ("unknown" if pub["value"] is None else f"+{pub['value']:.0%} ({pub['source']})")
-            lines.append(f"| {arm} | {len(acc)} | {cells_} | {final} | {corr1:.3f} | {gain} | {per_epoch} | {pub_s} |")
+            lines.append(f"| {arm} | {len(acc)} | {row} | {final} | {corr1:.3f} | {gain} | {per_epoch} | {pub_s} |")
     return "\n".join(lines)
 
 
@@ -145,7 +145,8 @@ def main(argv=None) -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             done[(r["experiment"], r["hash"])] = r
-    todo = [j for j in jobs if (j[0]["experiment"], RunConfig.from_flat(j[1]).hash()) not in done]
+    keys = [(key["experiment"], RunConfig.from_flat(flat).hash()) for key, flat in jobs]
+    todo = [j for j, k in zip(jobs, keys) if k not in done]
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already in {args.out}", file=sys.stderr, flush=True)
     with args.out.open("a") as f, mp.get_context("spawn").Pool(args.workers) as pool:
         for i, r in enumerate(pool.imap_unordered(run_one, todo), 1):
@@ -154,7 +155,7 @@ def main(argv=None) -> None:
             done[(r["experiment"], r["hash"])] = r
             if i % 20 == 0 or i == len(todo):
                 print(f"{i}/{len(todo)} done", file=sys.stderr, flush=True)
-    wanted = {(j[0]["experiment"], RunConfig.from_flat(j[1]).hash()) for j in jobs}
+    wanted = set(keys)
     order = list(dict.fromkeys((j[0]["experiment"], j[0]["dataset"], j[0]["sweep"]) for j in jobs))
     print(report(doc, [r for k, r in done.items() if k in wanted], order))
 

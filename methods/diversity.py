@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from . import decorrelation
-from .base import Method
 from .config import spec
 from .dense import Dense, MLPConfig
 from .registry import register_method

@@ -1,7 +1,6 @@
 """Shared fixtures. Tests run on CPU; the real datasets in ../shared/datasets are used when present."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

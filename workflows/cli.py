@@ -10,12 +10,15 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import methods
 from methods import ConfigError, DatasetError, UnknownMethodError, list_datasets, list_methods
 
 from .search_space import SearchSpaceError
+
+if TYPE_CHECKING:  # imported lazily at run time: Ray loads only for commands that need it
+    from .search import SearchSettings
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
