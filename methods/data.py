@@ -477,8 +477,6 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path
     if n_val >= len(x_tr):
         raise DatasetError(f"{cfg.dataset}: data.val_fraction={cfg.val_fraction} leaves no training samples out of {len(x_tr)}")
     train_idx, val_idx = _val_split(y_tr, n_val, cfg.split_seed)
-    if len(train_idx) == 0:
-        raise DatasetError(f"{cfg.dataset}: data.val_fraction={cfg.val_fraction} leaves no training samples out of {len(x_tr)}")
     if cfg.max_train:
         train_idx = train_idx[: cfg.max_train]
     if cfg.max_test and cfg.max_test < len(x_te):

@@ -196,13 +196,6 @@ def test_mat_download_failure_names_the_file_and_every_source(tmp_path):
     assert not list((tmp_path / "cache" / "scikit-feature").iterdir())
 
 
-def test_registered_sources_are_the_canonical_repository():
-    assert data.SCIKIT_FEATURE.urls[0] == "https://github.com/jundongl/scikit-feature/raw/master/skfeature/data/"
-    assert "ACM Computing Surveys" in data.SCIKIT_FEATURE.citation
-    for spec in data.SCIKIT_FEATURE.files.values():
-        assert spec.filename.endswith(".mat") and not spec.compressed and len(spec.sha256_raw) == 64
-
-
 # --------------------------------------------------------------------------------------------------
 # (c) max_test: a random subset chosen by split_seed
 # --------------------------------------------------------------------------------------------------
