@@ -81,7 +81,8 @@ def test_early_stopped_failed_and_interrupted_runs(store):
         cb.on_trial_result(0, [], t, t.last_result)
     cb.on_trial_complete(0, [], stopped)
     cb.on_trial_error(0, [], failed)
-    assert tracking.close_open_children(store.client, store.exp_id, store.parent, "KILLED") == 1
+    closed, statuses = tracking.close_open_children(store.client, store.exp_id, store.parent, "KILLED")
+    assert closed == 1 and statuses == {"FINISHED": 1, "FAILED": 1, "KILLED": 1}
     status = {r.data.tags[tracking.TAG_TRIAL]: (r.info.status, r.data.tags.get("early_stopped"))
               for r in store.client.search_runs([store.exp_id], f"tags.`{tracking.TAG_KIND}` = 'trial'")}
     assert status == {"s": ("FINISHED", "true"), "f": ("FAILED", None), "r": ("KILLED", None)}

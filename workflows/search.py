@@ -173,8 +173,8 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
         c.set_terminated(parent, status="FAILED")
         raise
     # Tune returns normally after Ctrl-C: trials still open then did not finish.
-    killed = tracking.close_open_children(c, exp_id, parent, "KILLED")
-    done = tracking.count_children(c, exp_id, parent, ("FINISHED", "FAILED"))
+    killed, statuses = tracking.close_open_children(c, exp_id, parent, "KILLED")
+    done = statuses["FINISHED"] + statuses["FAILED"]
     tracking.set_tags(c, parent, {"trials": str(done), "trial_errors": str(grid.num_errors)})
     _log_study_table(c, uri, experiment, parent)
     if killed or done < s.num_samples:

@@ -34,9 +34,13 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
         exps = [exp]
     else:
         exps = [e for e in c.search_experiments() if e.name != "Default"]
+    trial = f"tags.`{tracking.TAG_KIND}` = 'trial'"
+    # Filtered by parent in the query: an experiment keeps every earlier search's runs too.
+    filters = ([f"{trial} and tags.`{tracking.PARENT_TAG}` = '{p}'" for p in parent_run_ids]
+               if parent_run_ids is not None else [trial])
     rows = []
     for exp in exps:
-        runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'", max_results=50000)
+        runs = [r for f in filters for r in c.search_runs([exp.experiment_id], filter_string=f, max_results=50000)]
         for r in runs:
             m, t = r.data.metrics, r.data.tags
             rows.append({
@@ -50,10 +54,7 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
                 "hoyer": m.get("hoyer"), "act_corr": m.get("act_corr"), "weight_cos": m.get("weight_cos"),
                 "dead_units": m.get("dead_units"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
             })
-    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    if parent_run_ids is not None:
-        df = df[df["parent_run_id"].isin(parent_run_ids)].reset_index(drop=True)
-    return df
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 def best_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -173,16 +174,20 @@ def _children(c: MlflowClient, experiment_id: str, parent_run_id: str):
     return c.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000)
 
 
-def close_open_children(c: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> int:
-    """Mark the parent's child runs still RUNNING with `status`; how many there were."""
-    open_runs = [r for r in _children(c, experiment_id, parent_run_id) if r.info.status == "RUNNING"]
-    for r in open_runs:
-        c.set_terminated(r.info.run_id, status=status)
-    return len(open_runs)
-
-
-def count_children(c: MlflowClient, experiment_id: str, parent_run_id: str, statuses: tuple[str, ...]) -> int:
-    return sum(r.info.status in statuses for r in _children(c, experiment_id, parent_run_id))
+def close_open_children(c: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> tuple[int, Counter]:
+    """Mark the parent's child runs still RUNNING with `status`. Returns how many there were and the count of
+    every child's status afterwards (one query for both)."""
+    children = _children(c, experiment_id, parent_run_id)
+    closed = 0
+    statuses: Counter = Counter()
+    for r in children:
+        if r.info.status == "RUNNING":
+            c.set_terminated(r.info.run_id, status=status)
+            closed += 1
+            statuses[status] += 1
+        else:
+            statuses[r.info.status] += 1
+    return closed, statuses
 
 
 def set_tags(c: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
