@@ -93,7 +93,11 @@ class MlflowTrialCallback(tune.Callback):
 
     def _resolve(self) -> tuple[str, str]:
         if self._ids is None:
-            exp_id = tracking.get_or_create_experiment(self.client, self.experiment)
+            # The driver created both before the study started; the callback never creates an experiment.
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                raise RuntimeError(f"no experiment {self.experiment!r}: the driver creates it before the study")
+            exp_id = exp.experiment_id
             parent = tracking.find_run(self.client, exp_id, {tracking.TAG_STUDY: self.study, tracking.TAG_KIND: "parent"})
             if parent is None:
                 raise RuntimeError(f"no parent run for study {self.study} in experiment {self.experiment}: the driver creates it first")
