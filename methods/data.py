@@ -201,8 +201,9 @@ def _verify(path: Path, spec: RemoteFile) -> bytes:
     return raw
 
 
-def _download(urls: tuple[str, ...], spec: RemoteFile, dest: Path) -> None:
-    """Try each mirror; a file is moved under its real name only after it passed its checksum."""
+def _download(urls: tuple[str, ...], spec: RemoteFile, dest: Path) -> bytes:
+    """Try each mirror; a file is moved under its real name only after it passed its checksum. Returns the
+    verified content (so the caller does not read and hash it a second time)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for base in urls:
@@ -210,9 +211,9 @@ def _download(urls: tuple[str, ...], spec: RemoteFile, dest: Path) -> None:
         try:
             with urllib.request.urlopen(base + spec.filename, timeout=60) as r, open(tmp, "wb") as f:
                 shutil.copyfileobj(r, f)
-            _verify(tmp, spec)  # a wrong page or a corrupt mirror falls through to the next URL
+            raw = _verify(tmp, spec)  # a wrong page or a corrupt mirror falls through to the next URL
             os.replace(tmp, dest)  # atomic: a killed download never leaves a half file under the real name
-            return
+            return raw
         except (OSError, DatasetError) as e:
             errors.append(f"{base}: {str(e).replace(str(tmp), 'download')}")
         finally:
@@ -227,7 +228,7 @@ def fetch_file(folder: Path, urls: tuple[str, ...], spec: RemoteFile, download: 
     if not path.exists():
         if not download:
             raise DatasetError(f"{path}: missing (downloads are off)")
-        _download(urls, spec, path)
+        return _download(urls, spec, path)
     return _verify(path, spec)
 
 
