@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", default=None)
 
     d = sub.add_parser("demo", help="small search over every registered method on digits, then the table")
-    # 8 methods x 4 trials x 12 epochs: 4.7 min wall on 2 CPU cores (measured when the spectral methods landed).
+    # 8 methods x 4 trials x 12 epochs: 4.7-5.5 min wall on 2 CPU cores (measured from clean clones).
     common(d, epochs=12, samples=4)
 
     u = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
