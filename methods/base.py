@@ -34,6 +34,8 @@ class Method:
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     # True when the model's hidden activations are needed by extra_loss (saves a second forward pass).
     needs_hidden: ClassVar[bool] = False
+    # Node scores `train.prune_score` may name for this method's networks (methods/node_pruning.py).
+    node_scores: ClassVar[tuple[str, ...]] = ("connectivity",)
 
     def __init__(self, cfg: RunConfig, info: DataInfo):
         self.cfg = cfg
@@ -67,6 +69,13 @@ class Method:
 
     def after_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """Called after epoch `epoch` (1-based) has been trained and measured: changes apply to the next one."""
+
+    def reshape(self, model: nn.Module) -> nn.Module | None:
+        """A new network to go on training with when the method's state says the architecture has changed (e.g.
+        nodes removed and the network rebuilt smaller), else None. The Trainer calls it after every after_epoch
+        and after loading a checkpoint's method state (so a resumed run rebuilds the same shape before its
+        weights are loaded), then builds a fresh optimizer for the new parameters and keeps the schedule."""
+        return None
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:

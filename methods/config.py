@@ -140,8 +140,16 @@ class TrainConfig(Section):
     step_size: int = spec(10, ge=1, help="epochs between decays of the step schedule")
     gamma: float = spec(0.1, gt=0.0, le=1.0, help="decay factor of the step schedule")
     seed: int = spec(0, ge=0, le=2**32 - 1, help="seed of initialisation, data order and dropout")
+    # Post-training node pruning (Sci. Rep. 12, 11201, 2022; methods/node_pruning.py): after the last epoch, each
+    # percentage of hidden nodes is removed from a copy of the trained network and the copy evaluated, so one run
+    # gives the whole accuracy-vs-pruned-share curve. Empty: no curve.
+    prune_curve: tuple[int, ...] = spec((), ge=0, le=100, help="percentages of hidden nodes removed after training")
+    prune_score: str = spec("auto", choices=("auto", "eigenvalue", "connectivity"),
+                            help="node ranking: |lam_out| of spectral layers, or incoming connectivity sum_j |w_ij|")
 
     def validate(self) -> None:
+        if len(set(self.prune_curve)) != len(self.prune_curve):
+            raise ConfigError(f"train.prune_curve={list(self.prune_curve)}: percentages must be distinct")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0.0):
             raise ConfigError(f"train.nesterov=True: needs train.optimizer=sgd and train.momentum>0 "
                               f"(got {self.optimizer}, momentum={self.momentum})")
@@ -172,6 +180,10 @@ class RunConfig:
             object.__setattr__(self, "model", cls())
         elif type(self.model) is not cls:
             raise ConfigError(f"model config {type(self.model).__name__} does not belong to method {self.method!r} ({cls.__name__})")
+        scores = ("auto", *method.node_scores)
+        if self.train.prune_curve and self.train.prune_score not in scores:
+            raise ConfigError(f"train.prune_score={self.train.prune_score!r} is not defined for method {self.method!r}; "
+                              f"allowed: {', '.join(scores)}")
         method.check(self)
 
     # ---- flat dotted keys: the interface to search spaces, MLflow params and the CLI ----

@@ -23,6 +23,15 @@ class WeightLayer(nn.Module):
     def effective_bias(self) -> torch.Tensor | None:
         return getattr(self, "bias", None)
 
+    @torch.no_grad()
+    def remove_units_(self, drop: torch.Tensor) -> None:
+        """Remove output units `drop` (bool [out]): every incoming weight and the bias become 0, so a removed unit
+        outputs act(0) (methods/node_pruning.py). Layers whose weight is not a `weight` parameter override this."""
+        self.weight[drop] = 0.0
+        bias = getattr(self, "bias", None)
+        if bias is not None:
+            bias[drop] = 0.0
+
     def num_trainable(self, updated: Callable[[nn.Parameter], bool]) -> int:
         """Scalars of this layer's own parameters that the optimizer updates (`updated(p)`: p is in it)."""
         return sum(p.numel() for p in self.parameters(recurse=False) if updated(p))
@@ -88,6 +97,13 @@ class MaskedLinear(DenseLinear):
         for param in (self.weight, self.bias):
             if param is not None:
                 param._sparsebench_masked = False
+        self._remask()
+
+    @torch.no_grad()
+    def remove_units_(self, drop: torch.Tensor) -> None:
+        # Through the masks, so that the removal holds while training goes on and across a resume.
+        self.mask[drop] = False
+        self.unit_mask[drop] = False
         self._remask()
 
     def _mask_grad(self, grad: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ class MLP(nn.Module):
             raise ValueError(f"an MLP needs at least input and output widths, got {list(widths)}")
         self.widths = tuple(int(w) for w in widths)
         self.layers = nn.ModuleList(factory(a, b, bias, i) for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:])))
+        self.activation = activation
         self.act = ACTIVATIONS[activation]()
         self.dropout = float(dropout)
         self._last = len(self.layers) - 1

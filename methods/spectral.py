@@ -33,7 +33,7 @@ def mlp_of(method: Method, factory) -> MLP:
 
 @dataclass(frozen=True)
 class SpectralConfig(MLPShapeConfig):
-    variant: str = spec("two_sets", choices=VARIANTS, help="eig_out | two_sets | ssvd | qr | full, every layer")
+    variant: str = spec("two_sets", choices=VARIANTS, help=f"{' | '.join(VARIANTS)}, every layer")
     layer_variants: tuple[str, ...] = spec((), choices=VARIANTS,
                                            help="one variant per weight layer (overrides variant); empty: all alike")
     # Default True: the paper's parameter count (Example/plot_functions.py) treats R as triangular; the TF code
@@ -44,6 +44,7 @@ class SpectralConfig(MLPShapeConfig):
 @register_method("spectral")
 class Spectral(Method):
     Config = SpectralConfig
+    node_scores = ("eigenvalue", "connectivity")
 
     def variants(self, n_layers: int) -> tuple[str, ...]:
         m = self.cfg.model
@@ -75,6 +76,7 @@ class SpectralSparseConfig(MLPShapeConfig):
 @register_method("spectral_sparse")
 class SpectralSparse(Method):
     Config = SpectralSparseConfig
+    node_scores = ("eigenvalue", "connectivity")
 
     def build(self) -> nn.Module:
         m = self.cfg.model

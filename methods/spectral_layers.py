@@ -14,6 +14,8 @@ tests/test_spectral_layers.py builds it explicitly once, in the test, to check t
 Variants (which parameters train, and the authors' initialisation; dossier section 2.1 and 2.2):
 - eig_out: the parent's efficient layer: W = -lam_out * phi (lam_in fixed at 0), phi ~ U(-0.2, 0.2) frozen,
   lam_out ~ U(-0.5, 0.5) (Buffoni/spectral_learning, efficient `Spectral` layer).
+- eig_out_full: the same layer with phi trainable too: the "full spectral network" that Sci. Rep. 2022 trains
+  before post-training pruning by |lam_out|, and the retrained network of its pre-training filter.
 - two_sets: Paper C "Spectral": phi = U diag(s) V frozen with U, V ~ N(0, 0.04^2) and s ~ U(0, 3) (fresh
   Gaussians, not SVD factors); lam_in ~ U(-0.97, 0.97), lam_out ~ U(-0.13, 0.13) trainable (`SSVD` with
   is_svd_trainable=False, `optimized_uniform(eig_in=0.97, eig_out=0.13)`). phi is stored once, materialised.
@@ -42,7 +44,10 @@ from torch import nn
 
 from .layers import WeightLayer
 
-VARIANTS = ("eig_out", "two_sets", "ssvd", "qr", "full")
+VARIANTS = ("eig_out", "eig_out_full", "two_sets", "ssvd", "qr", "full")
+# Variants with one eigenvalue per receiving node and none for the sending ones (W = -lam_out * phi): setting a
+# node's eigenvalue to 0 removes it (Sci. Rep. 2022, dossier section 1.4), so |lam_out| ranks nodes for pruning.
+SINGLE_SET = ("eig_out", "eig_out_full")
 
 
 def closed_form_weight(lam_in: torch.Tensor, lam_out: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
@@ -90,8 +95,12 @@ class SpectralLinear(WeightLayer):
             s = torch.rand(k, generator=g) * 3.0
             return u, s, v
 
-        if variant == "eig_out":
-            self.register_buffer("phi", uniform(n_out * n_in, 0.2).view(n_out, n_in))
+        if variant in SINGLE_SET:
+            phi = uniform(n_out * n_in, 0.2).view(n_out, n_in)
+            if variant == "eig_out_full":
+                self.phi = nn.Parameter(phi)
+            else:
+                self.register_buffer("phi", phi)
             self.register_buffer("lam_in", torch.zeros(n_in))
             self.lam_out = nn.Parameter(uniform(n_out, 0.5))
         elif variant in ("two_sets", "full"):
@@ -144,6 +153,23 @@ class SpectralLinear(WeightLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
+
+    @torch.no_grad()
+    def remove_units_(self, drop: torch.Tensor) -> None:
+        """Zero every incoming weight and the bias of the receiving nodes `drop` (bool [out]). Single-set layers
+        do it as Sci. Rep. 2022 does, by setting the node's eigenvalue to 0 (W = -lam_out * phi); the others by
+        zeroing the node's row of phi (its factor U for S-SVD, R^T for QR). The bias goes too: with a bias left,
+        lam = 0 would not remove the node (dossier pitfall 10)."""
+        if self.variant in SINGLE_SET:
+            self.lam_out[drop] = 0.0
+        elif self.variant == "ssvd":
+            self.u[drop] = 0.0
+        elif self.variant == "qr":
+            self.rt[drop] = 0.0
+        else:
+            self.phi[drop] = 0.0
+        if self.bias is not None:
+            self.bias[drop] = 0.0
 
     def num_trainable(self, updated: Callable[[nn.Parameter], bool]) -> int:
         n = 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics
+from . import metrics, node_pruning
 from .config import RunConfig
 from .data import Dataset, load_dataset
 from .optim import make_scheduler
@@ -50,15 +50,32 @@ class Trainer:
         self.model = self.method.make_model().to(self.device)
         self.optimizer = self.method.optimizer(self.model)
         self.scheduler = make_scheduler(self.optimizer, cfg.train)
-        # Weight matrices only (our choice: the 2019 SET-MLP code decays W; the IJCAI-2019 tutorial also decays b).
-        self._decay_params = ([p for g in self.optimizer.param_groups for p in g["params"] if p.dim() > 1]
-                              if cfg.train.decoupled_weight_decay else [])
+        self._decay_params = self._decayed()
         # Data order has its own generator so that dropout or a method's random draws never shift it.
         self.order_rng = torch.Generator().manual_seed(cfg.train.seed)
         self.epoch = 0
         self.step = 0
         self.seconds = 0.0
         self.history: list[dict[str, float]] = []
+
+    def _decayed(self) -> list[torch.Tensor]:
+        # Weight matrices only (our choice: the 2019 SET-MLP code decays W; the IJCAI-2019 tutorial also decays b).
+        if not self.cfg.train.decoupled_weight_decay:
+            return []
+        return [p for g in self.optimizer.param_groups for p in g["params"] if p.dim() > 1]
+
+    def _adopt(self, model: torch.nn.Module) -> None:
+        """Go on with a new network (Method.reshape): a fresh optimizer over its parameters (the authors compile a
+        new model, Sci. Rep. 2022 pre-training filter), the learning-rate schedule carried over where it was."""
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        schedule = self.scheduler.state_dict()
+        self.model = model.to(self.device)
+        self.optimizer = self.method.optimizer(self.model)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg.train)
+        self.scheduler.load_state_dict(schedule)
+        for g, lr in zip(self.optimizer.param_groups, lrs):
+            g["lr"] = lr  # the schedulers' recursive forms read the current rate, not last_epoch
+        self._decay_params = self._decayed()
 
     # ------------------------------------------------------------------ training
     def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +123,15 @@ class Trainer:
         m = self._measure(loss, acc)
         m["lr"] = lr
         m.update(self.method.epoch_metrics())
+        if self.epoch == self.cfg.train.epochs and self.cfg.train.prune_curve:
+            # Of the network as trained and measured (before after_epoch changes it); not training time.
+            evaluated = time.perf_counter()
+            m["pruning"] = self.pruning_curve()
+            start += time.perf_counter() - evaluated
         self.method.after_epoch(self.model, self.optimizer, self.epoch)
+        reshaped = self.method.reshape(self.model)
+        if reshaped is not None:
+            self._adopt(reshaped)
         self.seconds += time.perf_counter() - start
         m["seconds"] = self.seconds
         self.history.append(m)
@@ -120,6 +145,12 @@ class Trainer:
         return {"epoch": self.epoch, "train_loss": loss_h, "train_acc": acc_h, "val_acc": val_h, "test_acc": test_h,
                 **metrics.structure(self.model, self.optimizer),
                 **metrics.diversity(self.model, metrics.eval_batch(d.x_val))}
+
+    def pruning_curve(self) -> dict[str, list]:
+        """`train.prune_curve` evaluated on copies of the current network (methods/node_pruning.py)."""
+        d, t = self.data, self.cfg.train
+        return node_pruning.pruning_curve(self.model, {"val": (d.x_val, d.y_val), "test": (d.x_test, d.y_test)},
+                                          t.prune_curve, t.prune_score)
 
     def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
         """Train until `cfg.train.epochs`, starting from the current epoch (0, or a restored one)."""
@@ -156,6 +187,9 @@ class Trainer:
             raise ValueError(f"checkpoint belongs to config {state['config_hash']}, not {self.cfg.hash()}")
         # The method first: it may reshape the model (e.g. pruned layers) before the weights are loaded.
         self.method.load_state_dict(state["method"])
+        reshaped = self.method.reshape(self.model)
+        if reshaped is not None:
+            self._adopt(reshaped)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -41,7 +41,9 @@ def small_config(method: str, **flat) -> RunConfig:
         base["model.hidden"] = [32, 16]
     if "prune_start" in model_keys:  # a pruning round must fit before the last epoch
         base["model.prune_start"] = 1
-    if method in ("spectral", "spectral_sparse", "dense_sparse"):
+    if "retrain_fraction" in model_keys:  # spectral_filter: 2 eigenvalue-only epochs, then 2 of the smaller net
+        base["model.retrain_fraction"] = 0.5
+    if method in ("spectral", "spectral_sparse", "dense_sparse", "spectral_filter"):
         # The authors train these with Adamax / Adam (shared/papers/spectral.md section 3) on one wide hidden layer;
         # plain SGD barely moves the small eigenvalue products in the 2-4 epochs a test has. QR learns fastest
         # of the variants on digits; tests/test_spectral_methods.py checks every variant learns.

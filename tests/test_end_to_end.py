@@ -2,6 +2,8 @@
 command again, which must restore the finished study instead of rerunning or duplicating anything."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
@@ -70,3 +72,27 @@ def test_search_records_parent_and_child_runs_then_table(in_tmp_cwd, ray_session
     for run in again:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
         assert steps == sorted(set(steps))
+
+
+def test_pruning_curve_reaches_mlflow_as_metrics_table_and_plot(in_tmp_cwd, ray_session):
+    """One trial with train.prune_curve: its child run holds `pruned_<split>_acc` with the removed percentage as
+    step, and the curve's table (JSON, CSV) and plot (PNG) as artifacts; the curve starts at the run's test_acc."""
+    space = in_tmp_cwd / "space.yaml"
+    space.write_text("method: spectral\n"
+                     "fixed:\n  model.variant: eig_out_full\n  model.hidden: [32]\n  model.bias: false\n"
+                     "  train.optimizer: adam\n  train.lr: 0.01\n  train.prune_curve: [0, 50, 100]\n"
+                     "space:\n  train.batch_size: {type: categorical, choices: [32, 64]}\n")
+    assert main(["search", "--methods", "spectral", "--search-space", str(space), "--dataset", "digits",
+                 "--num-samples", "1", "--epochs", "2", "--max-concurrent", "1"]) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("search/digits")
+    (run,) = _runs(client, exp.experiment_id, "trial")
+    hist = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "pruned_test_acc")}
+    assert sorted(hist) == [0, 50, 100]
+    assert hist[0] == run.data.metrics["test_acc"] and hist[100] < 0.25   # no hidden node left: near chance
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "pruned_val_acc")) == [0, 50, 100]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"pruning_curve.json", "pruning_curve.csv", "pruning_curve.png"} <= names, names
+    csv = (Path(client.download_artifacts(run.info.run_id, "pruning_curve.csv", str(in_tmp_cwd)))).read_text()
+    assert csv.splitlines()[0] == "percent,nodes_removed,weights_nonzero,val_acc,test_acc"
+    assert [line.split(",")[1] for line in csv.splitlines()[1:]] == ["0", "16", "32"]

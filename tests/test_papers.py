@@ -30,6 +30,14 @@ def test_every_cell_is_a_valid_config(path):
                                          **exp.get("data", {}), **exp.get("common", {}), **overrides, **point})
         for cell in exp["published"]:
             assert cell["method"] in exp["methods"]
+            assert cell.get("dataset", datasets[0]) in datasets, (exp["name"], cell)
+            # `at:` locates a cell: a value of the swept setting, or a percentage of the arm's pruning curve.
+            arm = {**exp.get("common", {}), **exp["methods"][cell["method"]]}
+            for key, value in cell.get("at", {}).items():
+                if key == "percent":
+                    assert value in arm.get("train.prune_curve", []), (exp["name"], cell)
+                else:
+                    assert value in sweep.get(key, []), (exp["name"], cell)
             assert cell.get("baseline") is None or cell["baseline"] in exp["methods"]
             assert cell["value"] is None or 0 <= cell["value"] <= 1
             source = cell.get("source") or exp.get("published_source")

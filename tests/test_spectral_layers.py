@@ -136,7 +136,7 @@ def test_gradients_flow_only_through_the_survivors():
 
 
 def test_bad_variant_and_sparsity():
-    with pytest.raises(ValueError, match="allowed: eig_out, two_sets, ssvd, qr, full"):
+    with pytest.raises(ValueError, match="allowed: eig_out, eig_out_full, two_sets, ssvd, qr, full"):
         SpectralLinear(3, 2, "svd")
     with pytest.raises(ValueError, match="sparsity"):
         SpectralLinear(3, 2, "qr", sparsity=1.0)

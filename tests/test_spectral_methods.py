@@ -8,7 +8,7 @@ from methods import ConfigError, RunConfig, Trainer
 from .conftest import small_config
 
 
-@pytest.mark.parametrize("variant", ["eig_out", "two_sets", "ssvd", "qr", "full"])
+@pytest.mark.parametrize("variant", ["eig_out", "eig_out_full", "two_sets", "ssvd", "qr", "full"])
 def test_every_variant_learns_on_digits(variant, digits):
     hist = Trainer(small_config("spectral", **{"model.variant": variant, "train.epochs": 5, "model.dropout": 0.0}),
                    data=digits).fit()
@@ -18,7 +18,7 @@ def test_every_variant_learns_on_digits(variant, digits):
 
 def test_params_trainable_through_the_trainer_is_the_closed_form(digits):
     n1, n2, c = 64, 256, 10
-    expected = {"eig_out": n2 + c, "two_sets": n1 + n2 + n2 + c, "ssvd": n1 + n2 + n2 + c + min(n1, n2) + min(n2, c),
+    expected = {"eig_out": n2 + c, "eig_out_full": n2 + c + n1 * n2 + n2 * c, "two_sets": n1 + n2 + n2 + c, "ssvd": n1 + n2 + n2 + c + min(n1, n2) + min(n2, c),
                 "qr": n1 + n2 + n2 + c + (n1 * n1 + n1) // 2 + (n2 > n1) * (n2 - n1) * n1 + (c * c + c) // 2,
                 "full": n1 + n2 + n2 + c + n1 * n2 + n2 * c}
     for variant, weights in expected.items():

@@ -165,6 +165,24 @@ def log_epoch(c: MlflowClient, run_id: str, values: dict[str, float], step: int)
         c.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH])
 
 
+def log_pruning_curve(c: MlflowClient, run_id: str, curve: dict[str, list], title: str) -> None:
+    """A post-training pruning curve (methods/node_pruning.py) as metrics `pruned_<split>_acc` with the removed
+    percentage as their step (the MLflow UI plots them against it), a table and a PNG plot."""
+    import pandas as pd
+
+    from .plots import pruning_curve_figure
+
+    frame = pd.DataFrame(curve)
+    now = int(time.time() * 1000)
+    ms = [Metric(f"pruned_{col}", float(v), now, int(q)) for col in frame.columns if col.endswith("_acc")
+          for q, v in zip(frame["percent"], frame[col])]
+    for i in range(0, len(ms), _MAX_BATCH):
+        c.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH])
+    c.log_table(run_id, data=frame, artifact_file="pruning_curve.json")
+    c.log_text(run_id, frame.to_csv(index=False), "pruning_curve.csv")
+    c.log_figure(run_id, pruning_curve_figure(frame, title), "pruning_curve.png")
+
+
 def last_logged_epoch(c: MlflowClient, run_id: str) -> int:
     hist = c.get_metric_history(run_id, "epoch")
     return int(max((m.value for m in hist), default=0))

@@ -143,6 +143,10 @@ class MlflowTrialCallback(tune.Callback):
             tracking.set_tags(self.client, run_id, {k: v for k, v in result.items()
                                                     if k in ("dataset_checksum", "device") or k.startswith("trial.")})
         tracking.log_epoch(self.client, run_id, tracking.numeric_metrics(result), step=epoch)
+        if isinstance(result.get("pruning"), dict):  # the last epoch of a run with train.prune_curve
+            cfg = self.decode(trial.config) if self.decode else trial.config
+            tracking.log_pruning_curve(self.client, run_id, result["pruning"],
+                                       f"{cfg.get('method')} {trial.trial_id}: score {cfg.get('train.prune_score', 'auto')}")
         self._logged[run_id] = epoch
 
     def _finish(self, trial, status: str):
