@@ -181,6 +181,11 @@ class RunConfig:
         elif type(self.model) is not cls:
             raise ConfigError(f"model config {type(self.model).__name__} does not belong to method {self.method!r} ({cls.__name__})")
         scores = ("auto", *method.node_scores)
+        if not self.train.prune_curve and self.train.prune_score != "auto":
+            raise ConfigError(f"train.prune_score={self.train.prune_score!r} without train.prune_curve ranks nothing; "
+                              f"set the curve's percentages or leave the score at auto")
+        if self.train.prune_curve and getattr(self.model, "hidden", None) == ():
+            raise ConfigError("train.prune_curve removes hidden nodes, but model.hidden=[] has none")
         if self.train.prune_curve and self.train.prune_score not in scores:
             raise ConfigError(f"train.prune_score={self.train.prune_score!r} is not defined for method {self.method!r}; "
                               f"allowed: {', '.join(scores)}")

@@ -101,7 +101,8 @@ class MaskedLinear(DenseLinear):
 
     @torch.no_grad()
     def remove_units_(self, drop: torch.Tensor) -> None:
-        # Through the masks, so that the removal holds while training goes on and across a resume.
+        # Through the masks, so that the removal survives a state-dict round trip. Optimizer state and the SET
+        # budget are left alone: node_pruning removes units from copies that are only evaluated.
         self.mask[drop] = False
         self.unit_mask[drop] = False
         self._remask()

@@ -94,6 +94,11 @@ def params_trainable(model: nn.Module, optimizer: torch.optim.Optimizer | None =
 
 
 @torch.no_grad()
+def weights_nonzero(model: nn.Module) -> torch.Tensor:
+    """Nonzero entries of every layer's effective weight, as a device tensor (no host sync)."""
+    return sum(torch.count_nonzero(l.effective_weight().detach()) for l in weight_layers(model))
+
+
 def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
     """Parameter, sparsity, neuron and Hoyer metrics (network-level and per layer `layer<k>/...`)."""
     layers = weight_layers(model)

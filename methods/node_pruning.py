@@ -28,13 +28,34 @@ from .spectral_layers import SINGLE_SET, SpectralLinear
 SCORES = ("auto", "eigenvalue", "connectivity")
 
 
-def _layer_score(layer: nn.Module, rule: str) -> torch.Tensor:
-    spectral = isinstance(layer, SpectralLinear)
+def single_set(layer: nn.Module) -> bool:
+    """A layer whose node is removed by zeroing its eigenvalue (W = -lam_out * phi)."""
+    return isinstance(layer, SpectralLinear) and layer.variant in SINGLE_SET
+
+
+def layer_rules(model: nn.Module, rule: str) -> list[str]:
+    """The score each hidden layer is ranked by. `auto` may not mix eigenvalues and connectivities, whose scales
+    have nothing in common, in one pooled ranking."""
+    layers = weight_layers(model)[:-1]
+    if not layers:
+        raise ValueError("node pruning needs at least one hidden layer")
     if rule == "auto":
-        rule = "eigenvalue" if spectral and layer.variant in SINGLE_SET else "connectivity"
+        kinds = {single_set(l) for l in layers}
+        if len(kinds) > 1:
+            raise ValueError("prune_score=auto would rank eigenvalues against connectivities in one pooled ranking "
+                             "(hidden layers mix single-set spectral and other layers); set prune_score=connectivity")
+        return ["eigenvalue" if kinds.pop() else "connectivity"] * len(layers)
+    return [rule] * len(layers)
+
+
+def _layer_score(layer: nn.Module, rule: str) -> torch.Tensor:
     if rule == "eigenvalue":
-        if not spectral:
-            raise ValueError(f"prune_score=eigenvalue needs spectral layers, got {type(layer).__name__}")
+        # W_ij = (lam_in_j - lam_out_i) phi_ij: only without sending eigenvalues does lam_out_i = 0 remove node i
+        # (Sci. Rep. 2022 ranks the nodes of W = -lam_out * phi; dossier section 1.4).
+        if not single_set(layer):
+            raise ValueError(f"prune_score=eigenvalue needs spectral layers with one eigenvalue set "
+                             f"({', '.join(SINGLE_SET)}), got {type(layer).__name__}"
+                             + (f" {layer.variant}" if isinstance(layer, SpectralLinear) else ""))
         return layer.lam_out.detach().abs()
     if rule == "connectivity":
         w = layer.effective_weight().detach()
@@ -44,11 +65,8 @@ def _layer_score(layer: nn.Module, rule: str) -> torch.Tensor:
 
 def node_scores(model: nn.Module, rule: str = "auto") -> list[torch.Tensor]:
     """One score per hidden node, per hidden layer (every weight layer but the last). `auto`: |lam_out| for
-    single-eigenvalue-set spectral layers, incoming connectivity for every other layer."""
-    layers = weight_layers(model)[:-1]
-    if not layers:
-        raise ValueError("node pruning needs at least one hidden layer")
-    return [_layer_score(l, rule) for l in layers]
+    networks of single-eigenvalue-set spectral layers, incoming connectivity for every other network."""
+    return [_layer_score(l, r) for l, r in zip(weight_layers(model)[:-1], layer_rules(model, rule))]
 
 
 def removal_masks(scores: list[torch.Tensor], percent: float) -> list[torch.Tensor]:
@@ -93,7 +111,7 @@ def pruning_curve(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.
         cols["percent"].append(q)
         cols["nodes_removed"].append(int(sum(int(d.sum()) for d in drops)))
         accs.append(torch.stack([metrics.accuracy(pruned, x, y) for x, y in splits.values()]))
-        nnz.append(sum(torch.count_nonzero(l.effective_weight()) for l in weight_layers(pruned)))
+        nnz.append(metrics.weights_nonzero(pruned))
     model.train(was_training)
     if accs:  # one host transfer for the whole curve
         acc_h = torch.stack(accs).cpu().tolist()

@@ -21,7 +21,7 @@ from .config import ConfigError, RunConfig, spec
 from .dense import MLPShapeConfig
 from .models import MLP
 from .registry import register_method
-from .spectral_layers import VARIANTS, DenseSparseLinear, SpectralLinear
+from .spectral_layers import SINGLE_SET, VARIANTS, DenseSparseLinear, SpectralLinear
 
 
 def mlp_of(method: Method, factory) -> MLP:
@@ -56,6 +56,17 @@ class Spectral(Method):
         if m.layer_variants and len(m.layer_variants) != len(m.hidden) + 1:
             raise ConfigError(f"model.layer_variants={list(m.layer_variants)} has {len(m.layer_variants)} entries; "
                               f"model.hidden={list(m.hidden)} makes {len(m.hidden) + 1} weight layers")
+        if cfg.train.prune_curve and m.hidden:
+            # The score rules of methods/node_pruning.py, refused here rather than after training.
+            hidden = (tuple(m.layer_variants) or (m.variant,) * (len(m.hidden) + 1))[:-1]
+            single = {v in SINGLE_SET for v in hidden}
+            if cfg.train.prune_score == "eigenvalue" and single != {True}:
+                raise ConfigError(f"train.prune_score='eigenvalue' needs hidden layers of variant "
+                                  f"{' or '.join(SINGLE_SET)} (lam_out = 0 removes a node only there), got {list(hidden)}")
+            if cfg.train.prune_score == "auto" and len(single) > 1:
+                raise ConfigError(f"train.prune_score='auto' would rank eigenvalues against connectivities: hidden "
+                                  f"variants {list(hidden)} mix {' / '.join(SINGLE_SET)} with others; "
+                                  f"set train.prune_score=connectivity")
 
     def build(self) -> nn.Module:
         m = self.cfg.model
@@ -75,8 +86,7 @@ class SpectralSparseConfig(MLPShapeConfig):
 
 @register_method("spectral_sparse")
 class SpectralSparse(Method):
-    Config = SpectralSparseConfig
-    node_scores = ("eigenvalue", "connectivity")
+    Config = SpectralSparseConfig   # QR layers: lam_out = 0 does not remove a node, so connectivity only
 
     def build(self) -> nn.Module:
         m = self.cfg.model

@@ -80,9 +80,12 @@ class SpectralFilter(Method):
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
+        if not cfg.model.hidden:
+            raise ConfigError("spectral_filter removes hidden nodes, but model.hidden=[] has none")
         if cfg.train.epochs - cls.retrain_epochs(cfg) < 1:
-            raise ConfigError(f"train.epochs={cfg.train.epochs} leaves no epoch for the eigenvalue-only phase before "
-                              f"{cls.retrain_epochs(cfg)} retraining epoch(s); spectral_filter needs train.epochs >= 2")
+            raise ConfigError(f"train.epochs={cfg.train.epochs} with model.retrain_fraction={cfg.model.retrain_fraction} "
+                              f"leaves no epoch for the eigenvalue-only phase before {cls.retrain_epochs(cfg)} retraining "
+                              f"epoch(s); raise train.epochs or lower model.retrain_fraction")
 
     def filter_epochs(self) -> int:
         return self.cfg.train.epochs - self.retrain_epochs(self.cfg)
@@ -92,7 +95,14 @@ class SpectralFilter(Method):
 
     def after_epoch(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         if epoch == self.filter_epochs():
-            drops = removal_masks(node_scores(model, "eigenvalue"), self.cfg.model.prune_percent)
+            scores = node_scores(model, "eigenvalue")
+            drops = removal_masks(scores, self.cfg.model.prune_percent)
+            for score, drop in zip(scores, drops):
+                # Our choice (the authors' multilayer filter is not known to handle it): the pooled ranking may
+                # empty a whole layer, which would leave a network with no path to the output; such a layer keeps
+                # its node of largest |lam|, so the share removed can fall short by at most one node per layer.
+                if bool(drop.all()):
+                    drop[score.argmax()] = False
             self.kept = [(~d).nonzero().flatten().cpu() for d in drops]
 
     def reshape(self, model: MLP) -> nn.Module | None:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from methods import ConfigError, RunConfig, Trainer
+from methods import ConfigError, RunConfig, Trainer, list_methods
 from methods.layers import DenseLinear, MaskedLinear
 from methods.metrics import params_trainable, structure
 from methods.models import MLP
@@ -25,6 +25,7 @@ FACTORIES = {
     "dense": lambda a, b, bias, i: DenseLinear(a, b, bias=bias),
     "masked": lambda a, b, bias, i: MaskedLinear(a, b, bias=bias, mask=torch.rand(b, a, generator=GEN()) < 0.7),
     "dense_sparse": lambda a, b, bias, i: DenseSparseLinear(a, b, bias=bias, sparsity=0.3, generator=GEN()),
+    "qr_sparse": lambda a, b, bias, i: SpectralLinear(a, b, "qr", bias=bias, sparsity=0.5, generator=GEN()),
     **{v: (lambda v: lambda a, b, bias, i: SpectralLinear(a, b, v, bias=bias, generator=GEN()))(v)
        for v in ("eig_out", "eig_out_full", "two_sets", "ssvd", "qr", "full")},
 }
@@ -46,13 +47,20 @@ def test_pruning_removes_exactly_that_share_of_hidden_nodes_and_leaves_the_outpu
     model = net(kind)
     out_before = model.layers[-1].effective_weight().detach().clone()
     out_bias = model.layers[-1].bias.detach().clone()
-    removed = prune_(model, percent)
+    before = [(l.effective_weight().detach().clone(), l.bias.detach().clone()) for l in model.layers[:-1]]
+    drops = removal_masks(node_scores(model, "connectivity" if kind in ("qr_sparse", "two_sets") else "auto"), percent)
+    remove_nodes_(model, drops)
+    removed = sum(int(d.sum()) for d in drops)
     assert removed == round(percent / 100 * 20)
     gone = 0
-    for layer in model.layers[:-1]:
+    for layer, drop, (w0, b0) in zip(model.layers[:-1], drops, before):
         w = layer.effective_weight().detach()
         dead = (w == 0).all(1)
+        assert torch.equal(dead, drop)
         assert torch.equal(layer.bias[dead], torch.zeros(int(dead.sum())))
+        # Every surviving node keeps exactly its incoming weights and bias (for a dynamically sparsified layer:
+        # the same survivors of the thresholding).
+        assert torch.equal(w[~drop], w0[~drop]) and torch.equal(layer.bias[~drop], b0[~drop])
         gone += int(dead.sum())
     assert gone == removed
     assert structure(model)["layer0/neurons_no_in"] + structure(model)["layer1/neurons_no_in"] == removed
@@ -82,8 +90,15 @@ def test_one_global_percentile_over_all_hidden_layers_ranks_by_absolute_eigenval
     assert torch.allclose(node_scores(dense)[1], dense.layers[1].weight.detach().abs().sum(1))
     assert torch.allclose(node_scores(model, "connectivity")[0],
                           model.layers[0].effective_weight().detach().abs().sum(1))
-    with pytest.raises(ValueError, match="prune_score=eigenvalue needs spectral layers, got DenseLinear"):
+    with pytest.raises(ValueError, match=r"prune_score=eigenvalue needs spectral layers with one eigenvalue set "
+                                         r"\(eig_out, eig_out_full\), got DenseLinear"):
         node_scores(dense, "eigenvalue")
+    with pytest.raises(ValueError, match="got SpectralLinear two_sets"):
+        node_scores(net("two_sets"), "eigenvalue")
+    mixed = MLP(WIDTHS, factory=lambda a, b, bias, i: SpectralLinear(a, b, ("eig_out_full", "two_sets", "qr")[i]))
+    with pytest.raises(ValueError, match="prune_score=auto would rank eigenvalues against connectivities"):
+        node_scores(mixed)
+    assert len(node_scores(mixed, "connectivity")) == 2
 
 
 def test_eigenvalue_removal_sets_the_nodes_eigenvalue_to_zero():
@@ -101,18 +116,26 @@ def test_bad_percent(percent):
         removal_masks(node_scores(net("dense")), percent)
 
 
-def test_masked_layers_keep_removed_nodes_removed_while_training_goes_on():
+def test_masked_layer_removal_survives_a_state_dict_round_trip():
     model = net("masked")
     prune_(model, 50)
-    dead = [(l.weight == 0).all(1) & ~l.unit_mask for l in model.layers[:-1]]
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    for _ in range(3):
-        opt.zero_grad()
-        model(torch.randn(32, WIDTHS[0])).square().sum().backward()
-        opt.step()
-    for layer, d in zip(model.layers[:-1], dead):
-        assert int(d.sum()) > 0
-        assert bool((layer.weight[d] == 0).all()) and bool((layer.bias[d] == 0).all())
+    fresh = net("masked")
+    fresh.load_state_dict(model.state_dict())
+    for a, b in zip(model.layers, fresh.layers):
+        assert torch.equal(a.unit_mask, b.unit_mask) and torch.equal(a.mask, b.mask)
+        assert torch.equal(a.effective_weight(), b.effective_weight())
+    assert sum(int((~l.unit_mask).sum()) for l in fresh.layers[:-1]) == 10
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_gives_a_pruning_curve(method, digits):
+    tr = Trainer(small_config(method, **{"train.epochs": 2, "train.prune_curve": [0, 50]}), data=digits)
+    m = tr.fit()[-1]
+    curve = m["pruning"]
+    hidden = sum(l.out_features for l in tr.model.layers[:-1])
+    assert curve["nodes_removed"] == [0, round(hidden / 2)]
+    assert curve["test_acc"][0] == m["test_acc"] and curve["weights_nonzero"][0] == m["weights_nonzero"]
+    assert curve["weights_nonzero"][1] < curve["weights_nonzero"][0]
 
 
 def test_curve_is_measured_on_copies_and_starts_at_the_models_accuracy(digits):
@@ -155,7 +178,19 @@ def test_curve_of_the_dense_baseline_uses_incoming_connectivity(digits):
     ({"method": "spectral", "train.prune_curve": [10, 101]}, r"train.prune_curve\[1\]=101: must be <= 100"),
     ({"method": "spectral", "train.prune_curve": [10, 10]}, "percentages must be distinct"),
     ({"method": "spectral", "train.prune_score": "random"}, "train.prune_score='random': allowed values are"),
-    ({"method": "spectral_filter", "train.epochs": 1}, "train.epochs=1 leaves no epoch for the eigenvalue-only phase"),
+    ({"method": "spectral_filter", "train.epochs": 1},
+     "train.epochs=1 with model.retrain_fraction=0.166667 leaves no epoch for the eigenvalue-only phase"),
+    ({"method": "spectral_filter", "train.epochs": 5, "model.retrain_fraction": 0.95},
+     "raise train.epochs or lower model.retrain_fraction"),
+    ({"method": "spectral_filter", "model.hidden": []}, r"spectral_filter removes hidden nodes, but model.hidden=\[\]"),
+    ({"method": "dense", "train.prune_score": "connectivity"}, "without train.prune_curve ranks nothing"),
+    ({"method": "dense", "model.hidden": [], "train.prune_curve": [10]}, r"model.hidden=\[\] has none"),
+    ({"method": "spectral", "train.prune_curve": [10], "train.prune_score": "eigenvalue"},
+     r"needs hidden layers of variant eig_out or eig_out_full .* got \['two_sets', 'two_sets'\]"),
+    ({"method": "spectral", "train.prune_curve": [10], "model.hidden": [8, 8],
+      "model.layer_variants": ["eig_out", "qr", "qr"]}, "train.prune_score='auto' would rank eigenvalues against"),
+    ({"method": "spectral_sparse", "train.prune_curve": [10], "train.prune_score": "eigenvalue"},
+     "not defined for method 'spectral_sparse'; allowed: auto, connectivity"),
     ({"method": "spectral_filter", "train.epochs": 30, "model.prune_percent": 100}, "model.prune_percent=100: must be < 100"),
 ])
 def test_bad_pruning_configs(flat, message):
@@ -193,6 +228,18 @@ def test_filter_phase_trains_eigenvalues_only_then_the_smaller_network_everythin
     # The schedule carried over to the new optimizer: the cosine rates of a 4-epoch run.
     assert [m["lr"] for m in hist] == pytest.approx([0.05 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
     assert hist[-1]["val_acc"] > hist[1]["val_acc"]
+
+
+def test_the_filter_never_empties_a_hidden_layer(digits):
+    tr = Trainer(small_config("spectral_filter", **{"model.hidden": [4, 200], "model.prune_percent": 95}), data=digits)
+    with torch.no_grad():
+        tr.model.layers[0].lam_out.copy_(torch.tensor([1e-4, 3e-4, 2e-4, 1e-5]))   # all below layer 1's
+        tr.model.layers[1].lam_out.uniform_(0.5, 1.0)
+    tr.method.after_epoch(tr.model, tr.optimizer, tr.method.filter_epochs())
+    assert tr.method.kept[0].tolist() == [1]                    # the largest |lam| of the emptied layer
+    assert len(tr.method.kept[1]) == 204 - 194                  # round(0.95 * 204) = 194 removed from layer 1
+    small = tr.method.reshape(tr.model)
+    assert small.widths == (64, 1, 10, 10)
 
 
 def test_resume_after_the_filter_keeps_the_pruned_nodes_pruned(digits, tmp_path):

@@ -128,6 +128,16 @@ def test_dynamic_sparsification_zeroes_exactly_the_requested_share(sparsity):
         assert kept.min() >= dense.detach().abs()[w == 0].max()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kth_smallest_is_torch_kthvalue(dtype):
+    """The CPU selection (numpy) and the device one (torch.kthvalue) pick the same element, ties included."""
+    from methods.spectral_layers import kth_smallest
+    a = torch.randn(300, 70, generator=torch.Generator().manual_seed(1)).abs().to(dtype)
+    a[:5] = a[5:10]   # repeated values
+    for k in (1, 7, 1000, 14999, a.numel()):
+        assert kth_smallest(a, k).item() == torch.kthvalue(a.flatten(), k).values.item()
+
+
 def test_gradients_flow_only_through_the_survivors():
     w = torch.randn(10, 10, dtype=torch.float64, requires_grad=True)
     out = dynamic_sparsify(w, 0.7)

@@ -106,3 +106,27 @@ def test_best_table_chooses_by_validation_not_test():
     assert table.loc[0, "config_hash"] == "hb" and table.loc[0, "test_acc"] == 0.91 and table.loc[0, "trials"] == 3
     runs.loc[1, "status"] = "KILLED"
     assert best_table(runs).loc[0, "config_hash"] == "ha"
+
+
+def test_pruning_curve_is_logged_once_even_when_the_final_result_arrives_again(store, tmp_path):
+    """A driver that died after logging the curve but before the epoch's metrics sees the final result again:
+    the curve's metrics are not duplicated and its table is replaced, not appended to."""
+    curve = {"percent": [0, 50, 100], "nodes_removed": [0, 8, 16], "weights_nonzero": [90, 45, 0],
+             "val_acc": [0.4, 0.3, 0.1], "test_acc": [0.4, 0.25, 0.1]}
+    trial = SimpleNamespace(trial_id="t1", config=CONFIG, last_result={})
+    cb = make_callback(store)
+    cb.on_trial_start(0, [], trial)
+    for e in (1, 2, 3):
+        cb.on_trial_result(0, [], trial, result(e))
+    run_id = cb._runs["t1"]
+    tracking.log_pruning_curve(store.client, run_id, curve, "first driver")   # then the driver died
+    revived = pickle.loads(pickle.dumps(cb))
+    revived.on_trial_start(0, [], trial)
+    revived.on_trial_result(0, [], trial, {**result(4), "pruning": curve})
+    revived.on_trial_result(0, [], trial, {**result(4), "pruning": curve})  # a retry: skipped altogether
+    assert history(store.client, run_id, "pruned_test_acc") == [0, 50, 100]
+    assert [m.value for m in sorted(store.client.get_metric_history(run_id, "pruned_val_acc"), key=lambda m: m.step)] == [0.4, 0.3, 0.1]
+    assert history(store.client, run_id) == [1, 2, 3, 4]
+    import json
+    table = json.loads(open(store.client.download_artifacts(run_id, "pruning_curve.json", str(tmp_path))).read())
+    assert table["columns"] == list(curve) and len(table["data"]) == 3

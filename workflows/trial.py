@@ -142,11 +142,13 @@ class MlflowTrialCallback(tune.Callback):
         if self._logged.get(run_id, 0) == 0:
             tracking.set_tags(self.client, run_id, {k: v for k, v in result.items()
                                                     if k in ("dataset_checksum", "device") or k.startswith("trial.")})
-        tracking.log_epoch(self.client, run_id, tracking.numeric_metrics(result), step=epoch)
         if isinstance(result.get("pruning"), dict):  # the last epoch of a run with train.prune_curve
+            # Before the epoch's metrics: `epoch` is what a restarted driver reads to skip logged results, so it
+            # must be written last (log_pruning_curve is idempotent should this run twice).
             cfg = self.decode(trial.config) if self.decode else trial.config
             tracking.log_pruning_curve(self.client, run_id, result["pruning"],
                                        f"{cfg.get('method')} {trial.trial_id}: score {cfg.get('train.prune_score', 'auto')}")
+        tracking.log_epoch(self.client, run_id, tracking.numeric_metrics(result), step=epoch)
         self._logged[run_id] = epoch
 
     def _finish(self, trial, status: str):
