@@ -9,6 +9,7 @@ median epoch time and the ratio to dense's median are printed.
     python benchmarks/method_epoch_time.py                      # 784-1000-1000-10, 10 000 samples
     python benchmarks/method_epoch_time.py --methods dense,set --hidden 1000,1000,1000 --threads 1
     python benchmarks/method_epoch_time.py --methods dense,spectral --hidden 100 --batch-size 200   # Paper C shape
+    python benchmarks/method_epoch_time.py --methods spectral_sparse,dense_sparse --hidden 500,500 --batch-size 200 [--kth torch]
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--epsilon", type=float, default=20.0)
+    p.add_argument("--kth", choices=("auto", "torch"), default="auto",
+                   help="dynamic sparsification's selection: auto (numpy on CPU) or torch.kthvalue everywhere")
     a = p.parse_args(argv)
     methods = a.methods.split(",")
     for m in methods:
@@ -43,6 +46,9 @@ def main(argv=None) -> int:
         methods.insert(0, "dense")
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.kth == "torch":  # the reference the numpy selection is measured against (methods/spectral_layers.py)
+        import methods.spectral_layers as sl
+        sl.kth_smallest = lambda t, k: torch.kthvalue(t.reshape(-1), k).values
     hidden = [int(h) for h in a.hidden.split(",")]
 
     g = torch.Generator().manual_seed(0)
