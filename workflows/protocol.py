@@ -1,0 +1,310 @@
+"""Paper protocols (`workflows/papers/<paper>.yaml`): loaded, validated and expanded into runs.
+
+A protocol is data: which runs reproduce a paper's experiment, and the published numbers with their provenance
+(DESIGN.md, "Published numbers"). Loading checks everything before anything runs and reports the first problem
+as one line naming the file, the experiment and the key. Schema:
+
+    paper: <file stem>   title: ...   arxiv: "NNNN.NNNNN"   notes: ... (optional)
+    experiments:
+      - name: unique id              description: ...
+        dataset: NAME | datasets: [NAME, ...]
+        epochs: N    seeds: N    metric: test_acc | val_acc | neuron_sparsity | ...    report: [...]
+        sweep: {flat.key: [v1, v2, ...]}      (optional; one key; every arm runs at every value)
+        data: {data.*: ...}  common: {...}    (flat keys every arm gets)
+        methods: {arm: {method: NAME (default: the arm's name), flat.key: value, ...}}
+        published_source / verified_against_paper / tolerance_source: defaults for the cells below
+        published:
+          - {method: ARM, value: 0.97 | null, source: SOURCE, verified_against_paper: true|false,
+             metric: (default: the experiment's), statistic: final | max | relative_accuracy | ratio |
+             relative_gain_epochs_1_5, baseline: ARM (for relative statistics), dataset: NAME,
+             at: {sweep.key: value, percent: P}, tolerance: T, tolerance_source: ..., std, runs, claim, note}
+
+SOURCE is "abstract", "paper table N", "paper figure N" or "authors' repository <owner/repo> <file> <commit
+or 'commit not recorded'>". A value of null is unknown and is shown as such, never as 0.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from methods import ConfigError, RunConfig, list_datasets
+from methods.registry import UnknownMethodError, get_method
+
+PAPERS_DIR = Path(__file__).resolve().parent / "papers"
+
+# Statistics a published cell may state, and whether its value is a share in [0, 1] when its metric is one.
+STATISTICS = ("final", "max", "relative_accuracy", "ratio", "relative_gain_epochs_1_5")
+RELATIVE = ("relative_accuracy", "ratio", "relative_gain_epochs_1_5")       # need a baseline arm
+# Metrics whose values are shares: a published final/max value outside [0, 1] is a typo.
+SHARE_METRICS = ("test_acc", "val_acc", "train_acc", "weight_sparsity", "neuron_sparsity", "hoyer", "params_ratio")
+METRICS = (*SHARE_METRICS, "params_trainable", "weights_nonzero", "neurons_active")
+SOURCE = re.compile(r"^(abstract|paper (table|figure) \S+|authors' repository [\w.-]+/[\w.-]+ \S.*)$")
+TOP_KEYS = {"paper", "title", "arxiv", "notes", "experiments"}
+EXP_KEYS = {"name", "description", "dataset", "datasets", "epochs", "seeds", "metric", "report", "sweep", "data",
+            "common", "methods", "published", "published_source", "verified_against_paper", "tolerance_source",
+            "notes"}
+CELL_KEYS = {"method", "value", "source", "verified_against_paper", "metric", "statistic", "baseline", "dataset", "at",
+             "tolerance", "tolerance_source", "std", "runs", "claim", "note"}
+
+
+class ProtocolError(ValueError):
+    """A malformed paper file; one line naming the file, the experiment and the key."""
+
+
+@dataclass(frozen=True)
+class Published:
+    arm: str
+    value: float | None
+    source: str
+    verified_against_paper: bool
+    metric: str
+    statistic: str = "final"
+    baseline: str | None = None
+    dataset: str | None = None
+    at: dict[str, Any] = field(default_factory=dict)
+    tolerance: float | None = None
+    tolerance_source: str = ""
+    std: float | None = None
+    runs: int | None = None
+    claim: str = ""
+
+    @property
+    def percent(self) -> int | None:
+        return self.at.get("percent")
+
+    @property
+    def provenance(self) -> str:
+        return f"{self.source} ({'verified' if self.verified_against_paper else 'not verified'} against the paper)"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: an arm of an experiment at one dataset, sweep value and seed."""
+    paper: str
+    experiment: str
+    dataset: str
+    sweep: Any                 # the swept value (None without a sweep)
+    arm: str
+    seed: int
+    flat: dict[str, Any]       # the run's flat config
+
+    @property
+    def sweep_json(self) -> str:
+        return json.dumps(self.sweep)
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_flat(self.flat)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    datasets: tuple[str, ...]
+    epochs: int
+    seeds: int
+    metric: str
+    sweep_key: str | None
+    sweep_values: tuple[Any, ...]
+    common: dict[str, Any]
+    arms: dict[str, dict[str, Any]]      # arm -> flat overrides including "method"
+    published: tuple[Published, ...]
+
+    def cells(self, paper: str, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[Cell]:
+        out = []
+        for ds in self.datasets:
+            for value in self.sweep_values or (None,):
+                for arm, arm_flat in self.arms.items():
+                    for seed in range(seeds or self.seeds):
+                        flat = {"data.dataset": ds, "train.epochs": self.epochs, **self.common, **arm_flat,
+                                "train.seed": seed}
+                        if self.sweep_key is not None:
+                            flat[self.sweep_key] = value
+                        flat.update(overrides or {})
+                        out.append(Cell(paper, self.name, ds, value, arm, seed, flat))
+        return out
+
+
+@dataclass(frozen=True)
+class Paper:
+    id: str
+    title: str
+    arxiv: str
+    path: Path
+    experiments: tuple[Experiment, ...]
+
+    def experiment(self, name: str) -> Experiment:
+        for e in self.experiments:
+            if e.name == name:
+                return e
+        raise ProtocolError(f"paper {self.id}: unknown experiment {name!r}; available: "
+                            f"{', '.join(e.name for e in self.experiments)}")
+
+
+def list_papers(folder: Path = PAPERS_DIR) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def load_paper(name_or_path: str | Path, folder: Path = PAPERS_DIR) -> Paper:
+    """A paper protocol by name (a file under workflows/papers/) or path, validated."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = folder / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ProtocolError(f"unknown paper {name_or_path!r}; available: {', '.join(list_papers(folder)) or 'none'}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ProtocolError(f"{path}: cannot read it ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ProtocolError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    return _paper(doc, path)
+
+
+def _fail(where: str, message: str):
+    raise ProtocolError(f"{where}: {message}")
+
+
+def _paper(doc: Any, path: Path) -> Paper:
+    where = str(path)
+    if not isinstance(doc, dict):
+        _fail(where, "expected a mapping with keys paper, title, arxiv, experiments")
+    unknown = sorted(set(doc) - TOP_KEYS)
+    if unknown:
+        _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("paper", "title", "arxiv", "experiments"):
+        if key not in doc:
+            _fail(where, f"missing key {key!r}")
+    if doc["paper"] != path.stem:
+        _fail(where, f"paper: {doc['paper']!r} must equal the file name {path.stem!r}")
+    if not re.fullmatch(r"\d{4}\.\d{4,5}", str(doc["arxiv"])):
+        _fail(where, f"arxiv: {doc['arxiv']!r} is not an arXiv id like 2106.09021 (quote it in YAML)")
+    exps = doc["experiments"]
+    if not isinstance(exps, list) or not exps:
+        _fail(where, "experiments: expected a non-empty list")
+    parsed = [_experiment(e, f"{where}: experiment {i + 1}") for i, e in enumerate(exps)]
+    names = [e.name for e in parsed]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        _fail(where, f"experiment name {dup!r} is used twice")
+    return Paper(doc["paper"], str(doc["title"]), str(doc["arxiv"]), path, tuple(parsed))
+
+
+def _positive_int(v: Any, where: str, key: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        _fail(where, f"{key}: {v!r} must be an integer >= 1")
+    return v
+
+
+def _experiment(e: Any, where: str) -> Experiment:
+    if not isinstance(e, dict):
+        _fail(where, "expected a mapping")
+    if "name" not in e:
+        _fail(where, "missing key 'name'")
+    where = f"{where.rsplit(': experiment', 1)[0]}: experiment {e['name']}"
+    unknown = sorted(set(e) - EXP_KEYS)
+    if unknown:
+        _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(EXP_KEYS))}")
+    for key in ("epochs", "seeds", "metric", "methods"):
+        if key not in e:
+            _fail(where, f"missing key {key!r}")
+    if ("dataset" in e) == ("datasets" in e):
+        _fail(where, "give exactly one of 'dataset' and 'datasets'")
+    datasets = tuple(e["datasets"]) if "datasets" in e else (e["dataset"],)
+    for ds in datasets:
+        if ds not in list_datasets():
+            _fail(where, f"unknown dataset {ds!r}; available: {', '.join(list_datasets())}")
+    epochs, seeds = _positive_int(e["epochs"], where, "epochs"), _positive_int(e["seeds"], where, "seeds")
+    if e["metric"] not in METRICS:
+        _fail(where, f"metric: unknown {e['metric']!r}; allowed: {', '.join(METRICS)}")
+    sweep = e.get("sweep") or {}
+    if not isinstance(sweep, dict) or len(sweep) > 1:
+        _fail(where, "sweep: expected one flat key mapped to a list of values")
+    sweep_key, sweep_values = next(iter(sweep.items()), (None, ()))
+    if sweep_key is not None and (not isinstance(sweep_values, list) or not sweep_values):
+        _fail(where, f"sweep: {sweep_key} needs a non-empty list of values")
+    common = {**(e.get("data") or {}), **(e.get("common") or {})}
+    if not isinstance(e["methods"], dict) or not e["methods"]:
+        _fail(where, "methods: expected a mapping of arm name to config overrides")
+    arms = {}
+    for arm, over in e["methods"].items():
+        over = dict(over or {})
+        method = over.pop("method", arm)
+        try:
+            get_method(method)
+        except UnknownMethodError as err:
+            _fail(f"{where}: arm {arm}", str(err))
+        arms[arm] = {"method": method, **over}
+    exp = Experiment(str(e["name"]), " ".join(str(e.get("description", "")).split()), datasets, epochs, seeds,
+                     e["metric"], sweep_key, tuple(sweep_values), common, arms, ())
+    for cell in exp.cells("-", seeds=1):   # every run must be a valid config: checked now, not on the cluster
+        try:
+            cell.config()
+        except ConfigError as err:
+            _fail(f"{where}: arm {cell.arm}" + (f" at {sweep_key}={cell.sweep_json}" if sweep_key else ""), str(err))
+    defaults = {k: e[k] for k in ("published_source", "verified_against_paper", "tolerance_source") if k in e}
+    published = tuple(_published(c, f"{where}: published cell {i + 1}", exp, defaults)
+                      for i, c in enumerate(e.get("published") or []))
+    return Experiment(**{**exp.__dict__, "published": published})
+
+
+def _published(c: Any, where: str, exp: Experiment, defaults: dict[str, Any]) -> Published:
+    if not isinstance(c, dict):
+        _fail(where, "expected a mapping")
+    unknown = sorted(set(c) - CELL_KEYS)
+    if unknown:
+        _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(CELL_KEYS))}")
+    if c.get("method") not in exp.arms:
+        _fail(where, f"method: {c.get('method')!r} is not an arm of the experiment; arms: {', '.join(exp.arms)}")
+    source = c.get("source", defaults.get("published_source"))
+    if not source:
+        _fail(where, "missing source (paper table N | paper figure N | abstract | authors' repository <repo> <file> <commit>)")
+    source = " ".join(str(source).split())
+    if not SOURCE.match(source):
+        _fail(where, f"source: {source!r} is not one of: abstract, paper table N, paper figure N, "
+                     f"authors' repository <owner/repo> <file> <commit>")
+    verified = c.get("verified_against_paper", defaults.get("verified_against_paper"))
+    if not isinstance(verified, bool):
+        _fail(where, "verified_against_paper: missing or not true/false")
+    metric = c.get("metric", exp.metric)
+    if metric not in METRICS:
+        _fail(where, f"metric: unknown {metric!r}; allowed: {', '.join(METRICS)}")
+    statistic = c.get("statistic", "final")
+    if statistic not in STATISTICS:
+        _fail(where, f"statistic: unknown {statistic!r}; allowed: {', '.join(STATISTICS)}")
+    baseline = c.get("baseline")
+    if statistic in RELATIVE and baseline not in exp.arms:
+        _fail(where, f"statistic {statistic} needs a baseline arm; got {baseline!r}, arms: {', '.join(exp.arms)}")
+    value = c.get("value", "missing")
+    if value == "missing":
+        _fail(where, "missing value (a number, or null when unknown)")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, f"value: {value!r} is not a number (or null)")
+        if statistic in ("final", "max") and metric in SHARE_METRICS and not 0.0 <= value <= 1.0:
+            _fail(where, f"value: {value} is outside [0, 1] for {metric}")
+    tolerance = c.get("tolerance")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0):
+        _fail(where, f"tolerance: {tolerance!r} must be a number >= 0")
+    dataset = c.get("dataset")
+    if dataset is not None and dataset not in exp.datasets:
+        _fail(where, f"dataset: {dataset!r} is not one of the experiment's ({', '.join(exp.datasets)})")
+    at = dict(c.get("at") or {})
+    for key, v in at.items():
+        if key == "percent":
+            curve = {**exp.common, **exp.arms[c["method"]]}.get("train.prune_curve", [])
+            if v not in curve:
+                _fail(where, f"at: percent {v} is not in the arm's train.prune_curve {list(curve)}")
+        elif key != exp.sweep_key:
+            _fail(where, f"at: {key!r} is not the experiment's swept setting ({exp.sweep_key or 'none'})")
+        elif v not in exp.sweep_values:
+            _fail(where, f"at: {key}={v!r} is not a swept value ({list(exp.sweep_values)})")
+    return Published(c["method"], None if value is None else float(value), source, verified, metric, statistic,
+                     baseline, dataset, at, None if tolerance is None else float(tolerance),
+                     str(c.get("tolerance_source", defaults.get("tolerance_source", "")) or ""),
+                     c.get("std"), c.get("runs"), " ".join(str(c.get("claim", "")).split()))
