@@ -127,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     # 8 methods x 4 trials x 12 epochs: 4.7-5.5 min wall on 2 CPU cores (measured from clean clones).
     common(d, epochs=12, samples=4)
 
+    r = sub.add_parser("reproduce", help="run a paper's protocol over seeds; its table and plots, published vs measured")
+    r.add_argument("paper", nargs="?", help="a protocol under workflows/papers/ (see --list)")
+    r.add_argument("--list", action="store_true", help="list the papers and their experiments")
+    r.add_argument("--experiment", action="append", default=[], help="run only this experiment (repeatable)")
+    r.add_argument("--seeds", type=_positive_int, default=None, help="seeds per cell (default: the protocol's)")
+    r.add_argument("--quick", action="store_true",
+                   help="at most 1000 samples, 2 epochs, 2 seeds per cell: a smoke run (its tables say so)")
+    r.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at once (default: as the CPUs allow)")
+    r.add_argument("--cpus-per-trial", type=_pos_float, default=1.0)
+    r.add_argument("--gpus-per-trial", type=_nonneg_float, default=0.0)
+    r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    r.add_argument("--storage", default=None, help="Ray Tune storage path or URI (default: ./ray_results)")
+    r.add_argument("--output", default=None, help="folder for the tables and plots (default: reproductions/<paper>)")
+
     u = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
     u.add_argument("--tracking-uri", default=None)
     u.add_argument("--port", type=_port, default=5000)
@@ -184,6 +198,28 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .reproduce import ReproduceSettings, list_protocols, plan, reproduce
+
+    if args.list:
+        print(list_protocols())
+        return 0
+    if not args.paper:
+        raise UsageError("reproduce: name a paper (sparsebench reproduce --list shows them)")
+    s = ReproduceSettings(paper=args.paper, experiments=tuple(args.experiment), seeds=args.seeds or 0, quick=args.quick,
+                          max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
+                          gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "",
+                          storage=args.storage or "", output=args.output or "")
+    p = plan(s)  # protocol, configs, data and stores checked before Ray starts
+    results = reproduce(s, p)
+    for r in results:
+        print(f"\n### {r['title']}\n")
+        print(r["files"]["table.md"].read_text().split("\n\n", 2)[-1])
+        print(f"{r['finished']} of {r['planned']} runs finished ({r['ran']} run now, {r['seconds']:.1f} s); "
+              f"files: {', '.join(str(f) for f in r['files'].values())}")
+    return 0 if all(r["complete"] for r in results) else 1
+
+
 def cmd_ui(args) -> int:
     from .tracking import check_store, default_tracking_uri
 
@@ -199,6 +235,7 @@ def cmd_ui(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .search import ResourceError, SearchInterrupted
     from .tables import TableError
+    from .protocol import ProtocolError
     from .tracking import StoreError
 
     try:
@@ -209,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "table":
             return cmd_table(args)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
         return cmd_ui(args)
     except (UsageError, ConfigError, DatasetError, UnknownMethodError, SearchSpaceError, TableError, StoreError,
-            ResourceError) as e:
+            ResourceError, ProtocolError) as e:
         print(f"sparsebench: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except SearchInterrupted as e:

@@ -134,7 +134,7 @@ class Experiment:
 class Paper:
     id: str
     title: str
-    arxiv: str
+    arxiv: str | None
     path: Path
     experiments: tuple[Experiment, ...]
 
@@ -182,8 +182,9 @@ def _paper(doc: Any, path: Path) -> Paper:
             _fail(where, f"missing key {key!r}")
     if doc["paper"] != path.stem:
         _fail(where, f"paper: {doc['paper']!r} must equal the file name {path.stem!r}")
-    if not re.fullmatch(r"\d{4}\.\d{4,5}", str(doc["arxiv"])):
-        _fail(where, f"arxiv: {doc['arxiv']!r} is not an arXiv id like 2106.09021 (quote it in YAML)")
+    # null only for protocols that reproduce no paper (baselines.yaml).
+    if doc["arxiv"] is not None and not re.fullmatch(r"\d{4}\.\d{4,5}", str(doc["arxiv"])):
+        _fail(where, f"arxiv: {doc['arxiv']!r} is not an arXiv id like 2106.09021 (quote it in YAML), or null")
     exps = doc["experiments"]
     if not isinstance(exps, list) or not exps:
         _fail(where, "experiments: expected a non-empty list")
@@ -192,7 +193,7 @@ def _paper(doc: Any, path: Path) -> Paper:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         _fail(where, f"experiment name {dup!r} is used twice")
-    return Paper(doc["paper"], str(doc["title"]), str(doc["arxiv"]), path, tuple(parsed))
+    return Paper(doc["paper"], str(doc["title"]), doc["arxiv"] and str(doc["arxiv"]), path, tuple(parsed))
 
 
 def _positive_int(v: Any, where: str, key: str) -> int:

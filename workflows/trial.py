@@ -54,9 +54,11 @@ class MlflowTrialCallback(tune.Callback):
     """
 
     def __init__(self, tracking_uri: str, experiment: str, study: str, stage: str, decode, tags: dict[str, str],
-                 max_epochs: int, echo: bool = True):
+                 max_epochs: int, echo: bool = True, trial_tags=None):
+        """`trial_tags(config)`: tags of one trial's run beside `tags` (a reproduction's cell identity)."""
         self.uri, self.experiment, self.study = tracking_uri, experiment, study
         self.stage, self.decode, self.tags, self.echo = stage, decode, tags, echo
+        self.trial_tags = trial_tags
         self.max_epochs = max_epochs
         self._reset()
 
@@ -124,7 +126,7 @@ class MlflowTrialCallback(tune.Callback):
             run = c.create_run(self.experiment_id, run_name=f"{cfg.method}-{trial.trial_id}", tags={
                 tracking.PARENT_TAG: self.parent_run_id, tracking.TAG_TRIAL: trial.trial_id, tracking.TAG_KIND: "trial",
                 "stage": self.stage, "method": cfg.method, "dataset": cfg.data.dataset, "config_hash": cfg.hash(),
-                **self.env, **self.tags})
+                **self.env, **self.tags, **(self.trial_tags(trial.config) if self.trial_tags else {})})
             run_id = run.info.run_id
             tracking.log_params(c, run_id, cfg.flat())
             self._logged[run_id] = 0

@@ -1,0 +1,80 @@
+"""`sparsebench reproduce baselines --quick` end to end: local Ray on 127.0.0.1, MLflow on SQLite. The parent and
+final runs in MLflow, the table files and their numbers, the plot, and a resumed reproduction running only the
+cell that is missing."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from workflows import tracking
+from workflows.cli import main
+from workflows.repro_table import COLUMNS
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ARGV = ["reproduce", "baselines", "--quick", "--experiment", "dense_digits", "--max-concurrent", "2"]
+
+
+@pytest.fixture
+def ray_session():
+    yield
+    ray.shutdown()
+
+
+def final_runs(client, exp_id, status=None):
+    flt = f"tags.`{tracking.TAG_KIND}` = 'trial' and tags.stage = 'final'"
+    runs = client.search_runs([exp_id], filter_string=flt)
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def test_quick_reproduction_tables_and_resume(in_tmp_cwd, ray_session, capsys):
+    assert main(ARGV) == 0
+    out = capsys.readouterr().out
+    assert "[dense_digits] 6 runs, 0 already finished in MLflow, 6 to run" in out
+    assert "[QUICK: at most 1000 training and test samples, 2 epochs, 2 seeds" in out
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("reproduce/baselines")
+    parents = client.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_KIND}` = 'parent'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    assert parents[0].data.tags["runs_finished"] == "6" and parents[0].data.params["quick"] == "True"
+    runs = final_runs(client, exp.experiment_id, "FINISHED")
+    assert len(runs) == 6
+    assert {(r.data.tags["cell.sweep"], r.data.tags["cell.seed"]) for r in runs} == {
+        (s, str(seed)) for s in ("[64]", "[256]", "[256, 128]") for seed in (0, 1)}
+    assert all(r.data.tags[tracking.PARENT_TAG] == parent and r.data.params["data.max_train"] == "1000"
+               and r.data.params["train.epochs"] == "2" for r in runs)
+
+    # The table's numbers are the runs' metrics.
+    folder = in_tmp_cwd / "reproductions" / "baselines" / "dense_digits-quick"
+    table = pd.read_csv(folder / "table.csv")
+    assert list(table.columns) == COLUMNS and len(table) == 3
+    for _, row in table.iterrows():
+        sweep = row.setting.split("=", 1)[1]
+        accs = [r.data.metrics["test_acc"] for r in runs if r.data.tags["cell.sweep"] == sweep]
+        params = {r.data.metrics["params_trainable"] for r in runs if r.data.tags["cell.sweep"] == sweep}
+        assert row.n == 2 and row.measured == pytest.approx(sum(accs) / 2, abs=1e-12)
+        assert row.params_trainable == params.pop() and pd.isna(row.published)
+        hashes = {r.data.tags["cell.setting_hash"] for r in runs if r.data.tags["cell.sweep"] == sweep}
+        assert hashes == {row.setting_hash}
+    assert "| unknown " in (folder / "table.md").read_text()
+    png = folder / "dense_digits_digits_vs_params.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"table.md", "table.csv", "table.tex", "table.html", png.name} <= artifacts
+
+    # Resume: one cell's run is lost (marked FAILED); the rerun runs only that cell, under the same parent.
+    lost = runs[0]
+    client.set_terminated(lost.info.run_id, status="FAILED")
+    assert main(ARGV) == 0
+    out = capsys.readouterr().out
+    assert "[dense_digits] 6 runs, 5 already finished in MLflow, 1 to run" in out
+    again = final_runs(client, exp.experiment_id, "FINISHED")
+    assert len(again) == 6 and len(final_runs(client, exp.experiment_id)) == 7
+    new = next(r for r in again if r.info.run_id not in {x.info.run_id for x in runs})
+    assert new.data.tags["cell.key"] == lost.data.tags["cell.key"] and new.data.tags[tracking.PARENT_TAG] == parent
+    assert new.data.metrics["test_acc"] == lost.data.metrics["test_acc"]   # same cell, same seed: same result
+    assert len(client.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_KIND}` = 'parent'")) == 1

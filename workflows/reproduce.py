@@ -1,0 +1,276 @@
+"""`sparsebench reproduce <paper>`: run a paper protocol's cells over seeds and write its tables and plots.
+
+Every cell (an arm at one dataset, swept value and seed) is one Ray Tune trial of the same trainable as
+`search` (workflows/trial.py), so it gets the same checkpoints, retries and MLflow logging: one child run per
+cell, tagged `stage=final` and with its cell identity (`cell.*` tags), under one parent run per experiment in
+the MLflow experiment `reproduce/<paper>`. The table and the plots are artifacts of that parent run.
+
+Resumable through MLflow, not through Tune: before an experiment runs, its FINISHED runs are looked up by
+cell key (experiment, arm, config hash), and only the missing cells are run. Runs a killed driver left
+RUNNING are closed as KILLED and their cells run again. `--quick` shrinks every cell (data, epochs, seeds) so
+that a whole protocol runs in CI; its configs hash differently and its tables say QUICK in their title.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from methods import ConfigError
+from methods.data import load_dataset
+
+from . import tracking
+from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
+from .repro_table import RunRecord, render_table, reproduction_table
+
+QUICK_EPOCHS, QUICK_SEEDS, QUICK_SAMPLES = 2, 2, 1000
+TAG_CELL = "cell.key"
+
+
+@dataclass(frozen=True)
+class ReproduceSettings:
+    paper: str
+    experiments: tuple[str, ...] = ()
+    seeds: int = 0                   # 0: the protocol's
+    quick: bool = False
+    max_concurrent: int = 0
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    tracking_uri: str = ""
+    storage: str = ""
+    output: str = ""                 # default: reproductions/<paper>
+
+
+@dataclass(frozen=True)
+class Plan:
+    paper: Paper
+    experiments: tuple[Experiment, ...]
+    cells: dict[str, list[Cell]]     # experiment name -> cells
+
+
+def quick_overrides() -> dict[str, Any]:
+    return {"data.max_train": QUICK_SAMPLES, "data.max_test": QUICK_SAMPLES}
+
+
+def cells_of(exp: Experiment, paper: str, s: ReproduceSettings) -> list[Cell]:
+    seeds = s.seeds or exp.seeds
+    if not s.quick:
+        return exp.cells(paper, seeds)
+    cells = exp.cells(paper, min(seeds, QUICK_SEEDS), quick_overrides())
+    return [replace(c, flat={**c.flat, "train.epochs": min(int(c.flat["train.epochs"]), QUICK_EPOCHS)}) for c in cells]
+
+
+def plan(s: ReproduceSettings) -> Plan:
+    """Everything checked before Ray starts: the protocol, every cell's config, the data, the stores."""
+    from .search import quiet
+
+    quiet()
+    paper = load_paper(s.paper)
+    exps = tuple(paper.experiment(n) for n in s.experiments) if s.experiments else paper.experiments
+    cells = {}
+    for exp in exps:
+        cells[exp.name] = cells_of(exp, paper.id, s)
+        for c in cells[exp.name]:
+            try:
+                c.config()
+            except ConfigError as e:
+                why = " (--quick shrinks epochs to 2; run this experiment without it)" if s.quick else ""
+                raise ProtocolError(f"{paper.path}: experiment {exp.name}: arm {c.arm}: {e}{why}") from None
+    for data_cfg in {json.dumps(c.config().data.canonical(), sort_keys=True): c.config().data
+                     for cs in cells.values() for c in cs}.values():
+        load_dataset(data_cfg, "cpu")   # a missing or corrupt file fails here, before anything starts
+    from .search import _storage, check_storage
+
+    check_storage(_storage(s))
+    tracking.check_store(s.tracking_uri or tracking.default_tracking_uri())
+    return Plan(paper, exps, cells)
+
+
+def experiment_name(paper: str) -> str:
+    return f"reproduce/{paper}"
+
+
+def study_name(paper: str, exp: str, s: ReproduceSettings) -> str:
+    ident = {"seeds": s.seeds, "quick": s.quick, "tracking_uri": s.tracking_uri or tracking.default_tracking_uri()}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{paper}-{exp}-{'quick-' if s.quick else ''}{digest}"
+
+
+def cell_key(c: Cell) -> str:
+    return f"{c.experiment}|{c.arm}|{c.config().hash()}"
+
+
+class CellDecoder:
+    """Tune's grid samples an index; this maps it to the cell's flat config (picklable, for Tuner.restore)."""
+
+    def __init__(self, cells: list[Cell]):
+        self.flats = [c.flat for c in cells]
+        self.tags_of = [{TAG_CELL: cell_key(c), "cell.experiment": c.experiment, "cell.arm": c.arm,
+                         "cell.sweep": c.sweep_json, "cell.seed": str(c.seed),
+                         "cell.setting_hash": c.config().without_seed().hash()} for c in cells]
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.flats[config["cell"]])
+
+    def tags(self, config: dict[str, Any]) -> dict[str, str]:
+        return self.tags_of[config["cell"]]
+
+
+def finished_keys(c, exp_id: str, parent: str) -> set[str]:
+    runs = c.search_runs([exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.stage = 'final' "
+                                                 f"and attributes.status = 'FINISHED'", max_results=50000)
+    return {r.data.tags[TAG_CELL] for r in runs if TAG_CELL in r.data.tags}
+
+
+def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = True) -> dict[str, Any]:
+    from ray import tune
+
+    from .search import _storage
+    from .trial import MlflowTrialCallback, trainable
+
+    uri = s.tracking_uri or tracking.default_tracking_uri()
+    c = tracking.client(uri)
+    experiment = experiment_name(p.paper.id)
+    exp_id = tracking.get_or_create_experiment(c, experiment)
+    study = study_name(p.paper.id, exp.name, s)
+    parent = tracking.start_parent_run(
+        c, exp_id, study, run_name=exp.name + (" (quick)" if s.quick else ""),
+        tags={"stage": "final", "paper": p.paper.id, "cell.experiment": exp.name, "quick": str(s.quick).lower()},
+        params={"paper": p.paper.id, "experiment": exp.name, "arxiv": p.paper.arxiv or "none", "quick": s.quick,
+                "seeds": s.seeds or exp.seeds, "protocol": str(p.paper.path.name), "description": exp.description})
+    tracking.close_open_children(c, exp_id, parent, "KILLED")   # left RUNNING by a killed driver: rerun below
+    cells = p.cells[exp.name]
+    done = finished_keys(c, exp_id, parent)
+    todo = [cell for cell in cells if cell_key(cell) not in done]
+    if echo:
+        print(f"[{exp.name}] {len(cells)} runs, {len(cells) - len(todo)} already finished in MLflow, "
+              f"{len(todo)} to run", flush=True)
+    errors = 0
+    if todo:
+        decoder = CellDecoder(todo)
+        fn = tune.with_resources(tune.with_parameters(trainable, decode=decoder),
+                                 {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+        # A Tune experiment per set of missing cells: a rerun after a crash runs what MLflow lacks then.
+        name = f"{study}-{hashlib.sha256(''.join(sorted(cell_key(x) for x in todo)).encode()).hexdigest()[:8]}"
+        callback = MlflowTrialCallback(uri, experiment, study, stage="final", decode=decoder,
+                                       tags={"paper": p.paper.id}, max_epochs=0, echo=echo, trial_tags=decoder.tags)
+        try:
+            grid = tune.Tuner(
+                fn, param_space={"cell": tune.grid_search(list(range(len(todo))))},
+                tune_config=tune.TuneConfig(max_concurrent_trials=s.max_concurrent or None, reuse_actors=True),
+                run_config=tune.RunConfig(name=name, storage_path=_storage(s), callbacks=[callback], verbose=0,
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                          failure_config=tune.FailureConfig(max_failures=2)),
+            ).fit()
+        except BaseException:
+            tracking.close_open_children(c, exp_id, parent, "FAILED")
+            c.set_terminated(parent, status="FAILED")
+            raise
+        errors = grid.num_errors
+        tracking.close_open_children(c, exp_id, parent, "KILLED")
+    return {"experiment": exp, "parent_run_id": parent, "mlflow_experiment": experiment, "errors": errors,
+            "ran": len(todo)}
+
+
+def read_records(uri: str, paper: str, exp: Experiment, parent: str) -> list[RunRecord]:
+    """The FINISHED final runs of `exp` under `parent` (older finished cells were attached to the same parent)."""
+    c = tracking.client(uri)
+    exp_id = c.get_experiment_by_name(experiment_name(paper)).experiment_id
+    runs = c.search_runs([exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.stage = 'final' "
+                                                 f"and attributes.status = 'FINISHED'", max_results=50000)
+    histories = {c_.metric for c_ in exp.published if c_.statistic in ("max", "relative_gain_epochs_1_5")}
+    curves = any(c_.percent is not None for c_ in exp.published) or any(
+        "train.prune_curve" in {**exp.common, **arm} for arm in exp.arms.values())
+    records = {}
+    for r in runs:
+        t = r.data.tags
+        rec = RunRecord(experiment=t["cell.experiment"], dataset=t["dataset"], sweep=t["cell.sweep"], arm=t["cell.arm"],
+                        method=t["method"], seed=int(t["cell.seed"]), setting_hash=t["cell.setting_hash"],
+                        metrics=dict(r.data.metrics), run_id=r.info.run_id)
+        for m in histories:
+            rec.history[m] = [x.value for x in sorted(c.get_metric_history(r.info.run_id, m), key=lambda x: x.step)]
+        if curves:
+            for split in ("val_acc", "test_acc"):
+                for x in c.get_metric_history(r.info.run_id, f"pruned_{split}"):
+                    rec.curve.setdefault(int(x.step), {})[split] = x.value
+        # One record per cell key: a cell finished twice (two drivers racing) counts once, the latest run.
+        records.setdefault(t[TAG_CELL], rec)
+    return list(records.values())
+
+
+def title(p: Paper, exp: Experiment, s: ReproduceSettings) -> str:
+    """The table's title: the paper, the experiment, and for --quick what was shrunk."""
+    head = f"{p.title}" + (f" (arXiv {p.arxiv})" if p.arxiv else "") + f": {exp.name}"
+    if s.quick:
+        head += (f" [QUICK: at most {QUICK_SAMPLES} training and test samples, {QUICK_EPOCHS} epochs, "
+                 f"{QUICK_SEEDS} seeds; not comparable with the published values]")
+    return head
+
+
+def write_outputs(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[str, Any]) -> dict[str, Path]:
+    """Table (Markdown, CSV, LaTeX, HTML) and plots to the output folder and to the parent run's artifacts."""
+    from .plots import experiment_figures
+
+    uri = s.tracking_uri or tracking.default_tracking_uri()
+    c = tracking.client(uri)
+    parent = result["parent_run_id"]
+    records = read_records(uri, p.paper.id, exp, parent)
+    table = reproduction_table(exp, records)
+    out = Path(s.output or Path("reproductions") / p.paper.id) / (exp.name + ("-quick" if s.quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    head = title(p.paper, exp, s)
+    files = {}
+    for fmt, ext in (("markdown", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):
+        text = render_table(table, fmt)
+        if fmt == "markdown":
+            text = f"### {head}\n\nMLflow: experiment {experiment_name(p.paper.id)}, parent run {parent}\n\n{text}\n"
+        elif fmt == "html":
+            text = f"<h3>{head}</h3>\n{text}"
+        path = out / f"table.{ext}"
+        path.write_text(text)
+        c.log_text(parent, text, f"table.{ext}")
+        files[f"table.{ext}"] = path
+    for name, fig in experiment_figures(exp, records).items():
+        fig.savefig(out / name, dpi=120)
+        c.log_figure(parent, fig, name)
+        files[name] = out / name
+    n_cells = len(p.cells[exp.name])
+    complete = len(records) == n_cells and not result["errors"]
+    tracking.set_tags(c, parent, {"runs_finished": str(len(records)), "runs_planned": str(n_cells)})
+    c.set_terminated(parent, status="FINISHED" if complete else "FAILED")
+    result.update(table=table, title=head, files=files, complete=complete, finished=len(records), planned=n_cells)
+    return files
+
+
+def reproduce(s: ReproduceSettings, p: Plan | None = None, echo: bool = True) -> list[dict[str, Any]]:
+    from .search import init_ray
+
+    p = p or plan(s)
+    init_ray()
+    out = []
+    for exp in p.experiments:
+        start = time.perf_counter()
+        result = run_experiment(p, exp, s, echo)
+        write_outputs(p, exp, s, result)
+        result["seconds"] = time.perf_counter() - start
+        out.append(result)
+    return out
+
+
+def list_protocols() -> str:
+    from .protocol import list_papers
+
+    lines = []
+    for name in list_papers():
+        paper = load_paper(name)
+        lines.append(f"{name}: {paper.title}" + (f" (arXiv {paper.arxiv})" if paper.arxiv else ""))
+        for e in paper.experiments:
+            n_pub = sum(c.value is not None for c in e.published)
+            lines.append(f"  {e.name}: {', '.join(e.datasets)}; {len(e.arms)} arm(s) x "
+                         f"{len(e.sweep_values) or 1} setting(s) x {e.seeds} seeds, {e.epochs} epochs; "
+                         f"{n_pub} published value(s)")
+    return "\n".join(lines)
+
