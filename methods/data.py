@@ -3,6 +3,10 @@
 - `digits`: scikit-learn's bundled 8x8 digits (1797 samples), the embedded default. It has no official
   test split, so a fixed stratified 25% holdout (random_state 0, independent of every config field) is
   the test split.
+- `iris`, `wine`, `breast_cancer` (family "sklearn"): the other small tabular sets bundled with scikit-learn,
+  with digits' fixed stratified 25% test holdout, standardised per feature with the training statistics.
+- `mushroom`, `climate`, `dna` (family "uci"): see `methods/data_uci.py`; `cifar10` (family "cifar"): see
+  `methods/data_cifar.py`. Both modules read whole files through `fetch_source` (below) and register on import.
 - `mnist`, `fashion_mnist`: the original IDX `.gz` files, read from `$SPARSEBENCH_DATA/<folder>/` (default
   `~/.cache/sparsebench/data`) or downloaded there on first use from the canonical URLs. Every file is
   verified: sha256 of the *decompressed* content where known (re-compressed copies of the same data
@@ -222,14 +226,41 @@ def _download(urls: tuple[str, ...], spec: RemoteFile, dest: Path) -> bytes:
                        f"put the file in {dest.parent} or set SPARSEBENCH_DATA")
 
 
+def _origin(urls: tuple[str, ...], spec: RemoteFile) -> str:
+    """Where a file can be had, for error messages: its URLs in the order they are tried."""
+    return " or ".join(base + spec.filename for base in urls)
+
+
 def fetch_file(folder: Path, urls: tuple[str, ...], spec: RemoteFile, download: bool = True) -> bytes:
     """The verified content of `folder/spec.filename`, downloaded from `urls` (tried in order) when missing."""
     path = folder / spec.filename
+    origin = _origin(urls, spec)
     if not path.exists():
         if not download:
-            raise DatasetError(f"{path}: missing (downloads are off)")
+            raise DatasetError(f"{path}: missing (downloads are off)" + (f"; get it from {origin}" if origin else ""))
         return _download(urls, spec, path)
-    return _verify(path, spec)
+    try:
+        return _verify(path, spec)
+    except DatasetError as e:  # a damaged copy: say where a good one comes from
+        if not origin:
+            raise
+        raise DatasetError(f"{e} from {origin}") from None
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """The files of one dataset that are read whole (text tables, an archive), each verified by its checksum."""
+    folder: str  # under the data root; may have several parts ("uci/mushroom")
+    urls: tuple[str, ...]  # base URLs, tried in order
+    files: dict[str, RemoteFile]  # role (data, train, test, archive) -> file
+    citation: str
+
+
+def fetch_source(source: FileSource, role: str, root: Path | None = None, download: bool = True) -> tuple[bytes, str]:
+    """(verified content, path for messages) of the file `role` of `source`, downloaded into `root/<folder>/` when missing."""
+    folder = (root or data_root()) / source.folder
+    spec = source.files[role]
+    return fetch_file(folder, source.urls, spec, download), str(folder / spec.filename)
 
 
 def fetch_idx(source: IdxSource, root: Path | None = None, download: bool = True) -> dict[str, np.ndarray]:
@@ -404,17 +435,23 @@ def check_dataset_name(name: str) -> None:
         raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
 
 
+def _fixed_holdout(x: np.ndarray, y: np.ndarray):
+    """(x_train, y_train, x_test, y_test): the scikit-learn bundled sets have no official split, so a fixed
+    stratified 25% test holdout (random_state 0), the same for every config (split_seed unused)."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+    return x_tr, y_tr, x_te, y_te
+
+
 @register_dataset("digits")
 def _digits(root: Path | None, split_seed: int):
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     d = load_digits()
     x = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)  # pixel values are 0..16
     y = d.target.astype(np.int64)
-    # No official split: a fixed stratified 25% test holdout, the same for every config (split_seed unused).
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-    return x_tr, y_tr, x_te, y_te, "scikit-learn load_digits (UCI optdigits test part); fixed stratified 25% test holdout"
+    return (*_fixed_holdout(x, y), "scikit-learn load_digits (UCI optdigits test part); fixed stratified 25% test holdout")
 
 
 def _idx_dataset(source: IdxSource, root: Path | None):
@@ -443,6 +480,32 @@ def _scikit_feature(name: str, root: Path | None, split_seed: int):
 
 for _name in SCIKIT_FEATURE.files:
     register_dataset(_name, family="scikit-feature", standardize=True)(functools.partial(_scikit_feature, _name))
+del _name
+
+
+# The other small tabular sets bundled with scikit-learn (no download; its "Toy datasets" guide): loader function and
+# the UCI record the data comes from. Their features are measurements on very different
+# scales (wine's proline ~1e3 beside hue ~1), so they are standardised with the training statistics like the
+# scikit-feature sets.
+SKLEARN_TABULAR = {
+    "iris": ("load_iris", "Fisher's iris (UCI Iris, doi 10.24432/C56C76)"),
+    "wine": ("load_wine", "UCI Wine (Aeberhard, Forina, doi 10.24432/C5PC7J)"),
+    "breast_cancer": ("load_breast_cancer", "UCI Breast Cancer Wisconsin (Diagnostic) (Wolberg, Street, Mangasarian, "
+                                            "doi 10.24432/C5DW2B); labels as scikit-learn: 0 malignant, 1 benign"),
+}
+
+
+def _sklearn_tabular(name: str, root: Path | None, split_seed: int):
+    import sklearn.datasets
+
+    loader, origin = SKLEARN_TABULAR[name]
+    d = getattr(sklearn.datasets, loader)()
+    x, y = np.asarray(d.data, dtype=np.float32), np.asarray(d.target, dtype=np.int64)
+    return (*_fixed_holdout(x, y), f"scikit-learn {loader} ({origin}); fixed stratified 25% test holdout")
+
+
+for _name in SKLEARN_TABULAR:
+    register_dataset(_name, family="sklearn", standardize=True)(functools.partial(_sklearn_tabular, _name))
 del _name
 
 
@@ -493,3 +556,9 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path
                  t(y_tr[val_idx]), t(np.ascontiguousarray(x_te)), t(np.ascontiguousarray(y_te)),
                  DataInfo(cfg.dataset, tuple(x_tr.shape[1:]), num_classes, len(train_idx), n_val, len(x_te), checksum, source))
     return ds.to(device)
+
+
+# Loaders in modules of their own register on import; imported last because they use the helpers above.
+from . import data_cifar, data_uci  # noqa: E402
+
+LOADER_MODULES = (data_cifar, data_uci)

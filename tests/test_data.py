@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods import DataConfig, DatasetError, load_dataset
+from methods import DataConfig, DatasetError, list_datasets, load_dataset
 from methods.data import MNIST, IdxSource, RemoteFile, fetch_idx, parse_idx, write_idx
 
 
@@ -126,8 +126,8 @@ def test_digits_split_is_fixed_by_split_seed():
 
 
 def test_unknown_dataset():
-    with pytest.raises(DatasetError, match="unknown dataset 'cifar10'; available: digits, fashion_mnist, mnist"):
-        load_dataset(DataConfig(dataset="cifar10"))
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar100'; available: digits, fashion_mnist, mnist"):
+        load_dataset(DataConfig(dataset="cifar100"))
 
 
 def test_train_and_val_are_disjoint_and_max_train_keeps_val():
@@ -163,3 +163,44 @@ def test_validation_split_is_stratified():
     val = torch.bincount(ds.y_val, minlength=10).double()
     share = torch.bincount(torch.cat([ds.y_train, ds.y_val]), minlength=10).double() * ds.info.n_val / (ds.info.n_train + ds.info.n_val)
     assert torch.all((val - share).abs() <= 1.0), (val, share)
+
+
+# scikit-learn's documented sizes ("Toy datasets" in its user guide): samples, features, samples per class
+SKLEARN_SETS = {"iris": (150, 4, [50, 50, 50]), "wine": (178, 13, [59, 71, 48]), "breast_cancer": (569, 30, [212, 357])}
+
+
+@pytest.mark.parametrize("name", sorted(SKLEARN_SETS))
+def test_sklearn_tabular_sets(name):
+    n, f, counts = SKLEARN_SETS[name]
+    ds = load_dataset(DataConfig(dataset=name, val_fraction=0.1))
+    i = ds.info
+    n_test = n - int(n * 0.75)  # train_test_split(test_size=0.25) rounds the test size up
+    assert (i.input_shape, i.num_classes, i.n_test, i.n_train + i.n_val) == ((f,), len(counts), n_test, n - n_test)
+    assert torch.bincount(torch.cat([ds.y_train, ds.y_val, ds.y_test])).tolist() == counts
+    share = torch.tensor(counts, dtype=torch.float64) * n_test / n
+    assert (torch.bincount(ds.y_test).double() - share).abs().max() <= 1.0  # stratified
+    # standardised with the training samples' statistics (raw scales differ by 1e3 in wine and breast_cancer)
+    assert "standardised" in i.source
+    std = ds.x_train.std(0, unbiased=False)  # std / (std + 1e-4): breast_cancer's smallest raw std is ~2.6e-3
+    assert ds.x_train.mean(0).abs().max() < 1e-5 and 0.95 < std.min() and std.max() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(SKLEARN_SETS))
+def test_sklearn_holdout_is_fixed_like_digits(name):
+    import sklearn.datasets
+    from sklearn.model_selection import train_test_split
+
+    a = load_dataset(DataConfig(dataset=name))
+    b = load_dataset(DataConfig(dataset=name))
+    c = load_dataset(DataConfig(dataset=name, split_seed=1))
+    assert a.info.checksum == b.info.checksum == c.info.checksum  # the test holdout never depends on the config
+    assert torch.equal(a.x_val, b.x_val) and not torch.equal(a.x_val, c.x_val)  # the val split follows split_seed
+    d = getattr(sklearn.datasets, f"load_{name}")()
+    *_, y_te = train_test_split(d.data, d.target, test_size=0.25, random_state=0, stratify=d.target)
+    assert a.y_test.tolist() == y_te.tolist()  # digits' rule: stratified 25%, random_state 0, official order kept
+
+
+def test_dataset_families():
+    assert list_datasets("sklearn") == ["breast_cancer", "iris", "wine"]
+    assert list_datasets("images") == ["digits", "fashion_mnist", "mnist"]
+    assert {"mushroom", "climate", "dna", "cifar10"} <= set(list_datasets())

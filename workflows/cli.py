@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--search-space", default=None, help="YAML file overriding the method's search_spaces/<method>.yaml")
     s.add_argument("--experiment", default=None, help="MLflow experiment (default: search/<dataset>)")
     s.add_argument("--grace-period", type=_positive_int, default=1, help="ASHA: epochs every trial runs before it may be stopped")
+    s.add_argument("--final-seeds", type=_positive_int, default=None,
+                   help="then re-run each method's best configuration over this many seeds (final stage, with a table)")
 
     t = sub.add_parser("table", help="best trial per method from MLflow, as a table")
     t.add_argument("--experiment", default=None, help="MLflow experiment (default: all)")
@@ -176,7 +178,18 @@ def cmd_search(args, method_names) -> int:
     print(render(table, "markdown"))
     print(f"\n{sum(r['trials'] for r in results)} trials in {time.perf_counter() - start:.1f} s; "
           f"MLflow experiment {results[0]['experiment']!r} at {uri}")
-    return 1 if any(r["errors"] for r in results) else 0
+    code = 1 if any(r["errors"] for r in results) else 0
+    if getattr(args, "final_seeds", None):
+        from .reproduce import ReproduceSettings, final_stage
+
+        rs = ReproduceSettings(paper=f"search-{s.dataset}", seeds=args.final_seeds, max_concurrent=s.max_concurrent,
+                               cpus_per_trial=s.cpus_per_trial, gpus_per_trial=s.gpus_per_trial,
+                               tracking_uri=s.tracking_uri, storage=s.storage)
+        final = final_stage(results, s.dataset, args.final_seeds, rs)
+        print(f"\n### {final['title']}\n")
+        print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])
+        code = code or (0 if final["complete"] else 1)
+    return code
 
 
 def cmd_demo(args) -> int:

@@ -260,6 +260,28 @@ def reproduce(s: ReproduceSettings, p: Plan | None = None, echo: bool = True) ->
     return out
 
 
+def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: ReproduceSettings,
+                echo: bool = True) -> dict[str, Any]:
+    """A search's final stage: each method's best configuration re-run over `seeds` seeds as final-stage runs, with
+    the same kind of table as a reproduction (no published values). MLflow experiment reproduce/search-<dataset>."""
+    from .protocol import Experiment
+
+    arms = {r["best_config"]["method"]: {k: v for k, v in r["best_config"].items() if k != "data.dataset"}
+            for r in results if r.get("best_config")}
+    if not arms:
+        raise ProtocolError("final stage: no finished trial to take a best configuration from")
+    epochs = max(int(a.get("train.epochs", 1)) for a in arms.values())
+    exp = Experiment(name="best_configs", description=f"best configuration of each method's search on {dataset}, "
+                     f"re-run over {seeds} seeds", datasets=(dataset,), epochs=epochs, seeds=seeds, metric="test_acc",
+                     sweep_key=None, sweep_values=(), common={}, arms=arms, published=())
+    paper = Paper(f"search-{dataset}", f"Best configurations found by sparsebench search on {dataset}", None,
+                  Path("search"), (exp,))
+    p = Plan(paper, (exp,), {exp.name: cells_of(exp, paper.id, s)})
+    result = run_experiment(p, exp, s, echo)
+    write_outputs(p, exp, s, result)
+    return result
+
+
 def list_protocols() -> str:
     from .protocol import list_papers
 

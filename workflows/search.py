@@ -182,7 +182,18 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
         raise SearchInterrupted(f"study {study.name} interrupted after {done} of {s.num_samples} trials; "
                                 f"run the same command again to resume it")
     c.set_terminated(parent, status="FAILED" if grid.num_errors else "FINISHED")
-    return {"study": study.name, "parent_run_id": parent, "experiment": experiment, "trials": done, "errors": grid.num_errors}
+    return {"study": study.name, "parent_run_id": parent, "experiment": experiment, "trials": done, "errors": grid.num_errors,
+            "best_config": best_config(grid, study)}
+
+
+def best_config(grid, study: Study) -> dict[str, Any] | None:
+    """The flat config of the finished trial with the best last val_acc (as `best_table` chooses), without its seed."""
+    ok = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics]
+    if not ok:
+        return None
+    best = max(ok, key=lambda r: r.metrics[METRIC])
+    flat = RunConfig.from_flat(study.space.decode(best.config)).without_seed().flat()
+    return {k: v for k, v in flat.items() if k != "train.seed"}
 
 
 def _fit(study: Study, s: SearchSettings, uri: str, experiment: str, echo: bool):
