@@ -114,3 +114,30 @@ def test_reproduce_exits_2_on_a_malformed_protocol_before_starting_anything(tmp_
     assert not (in_tmp_cwd / "mlflow.db").exists() and not (in_tmp_cwd / "ray_results").exists()
     assert main(["reproduce", "baselines", "--experiment", "nope"]) == 2
     assert "unknown experiment 'nope'; available: dense_digits" in capsys.readouterr().err
+
+
+def test_plan_shrinks_quick_cells_and_filters_datasets(in_tmp_cwd):
+    from workflows.reproduce import QUICK_EPOCHS, ReproduceSettings, plan
+
+    p = plan(ReproduceSettings(paper="baselines", experiments=("dense_digits", "dense_uci"), datasets=("digits", "iris"),
+                               quick=True))
+    assert [e.name for e in p.experiments] == ["dense_digits", "dense_uci"]
+    assert p.experiments[1].datasets == ("iris",)
+    cells = p.cells["dense_digits"]
+    assert len(cells) == 3 * 2                        # 3 widths x min(5, 2) seeds
+    cfg = cells[0].config()
+    assert (cfg.train.epochs, cfg.data.max_train, cfg.data.max_test) == (QUICK_EPOCHS, 1000, 1000)
+    full = plan(ReproduceSettings(paper="baselines", experiments=("dense_digits",), seeds=4))
+    assert len(full.cells["dense_digits"]) == 3 * 4 and full.cells["dense_digits"][0].config().train.epochs == 30
+    assert cells[0].config().hash() != full.cells["dense_digits"][0].config().hash()   # quick runs never pass as full
+    with pytest.raises(ProtocolError, match="no selected experiment uses mnist"):
+        plan(ReproduceSettings(paper="baselines", experiments=("dense_digits",), datasets=("mnist",)))
+
+
+def test_quick_refuses_a_protocol_it_cannot_shrink(in_tmp_cwd, shared_datasets, monkeypatch):
+    """set_neuron prunes from epoch 10: two quick epochs make its config impossible, which is said up front."""
+    from workflows.reproduce import ReproduceSettings, plan
+
+    monkeypatch.setenv("SPARSEBENCH_DATA", str(shared_datasets))
+    with pytest.raises(ProtocolError, match="arm set_neuron_target: .*--quick shrinks epochs to 2"):
+        plan(ReproduceSettings(paper="set_neuron_pruning", experiments=("neuron_pruning_scikit_feature",), quick=True))

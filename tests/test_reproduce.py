@@ -78,3 +78,20 @@ def test_quick_reproduction_tables_and_resume(in_tmp_cwd, ray_session, capsys):
     assert new.data.tags["cell.key"] == lost.data.tags["cell.key"] and new.data.tags[tracking.PARENT_TAG] == parent
     assert new.data.metrics["test_acc"] == lost.data.metrics["test_acc"]   # same cell, same seed: same result
     assert len(client.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_KIND}` = 'parent'")) == 1
+
+
+def test_search_final_stage_reruns_each_best_config_over_seeds(in_tmp_cwd, ray_session):
+    from workflows.reproduce import ReproduceSettings, final_stage
+
+    best = {"method": "dense", "data.dataset": "digits", "train.epochs": 1, "model.hidden": [16], "train.lr": 0.05}
+    results = [{"best_config": best}, {"best_config": None}]    # the second method's study had no finished trial
+    final = final_stage(results, "digits", 2, ReproduceSettings(paper="search-digits"), echo=False)
+    assert final["complete"] and final["finished"] == 2
+    (row,) = final["table"].itertuples()
+    assert row.arm == "dense" and row.n == 2 and row.params_trainable == 64 * 16 + 16 + 16 * 10 + 10
+    client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("reproduce/search-digits")
+    runs = final_runs(client, exp.experiment_id, "FINISHED")
+    assert sorted(r.data.params["train.seed"] for r in runs) == ["0", "1"]
+    assert all(r.data.params["model.hidden"] == "(16,)" and r.data.params["train.lr"] == "0.05" for r in runs)
+    assert row.measured == pytest.approx(sum(r.data.metrics["test_acc"] for r in runs) / 2, abs=1e-12)

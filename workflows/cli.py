@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("paper", nargs="?", help="a protocol under workflows/papers/ (see --list)")
     r.add_argument("--list", action="store_true", help="list the papers and their experiments")
     r.add_argument("--experiment", action="append", default=[], help="run only this experiment (repeatable)")
+    r.add_argument("--dataset", action="append", default=[], type=_dataset,
+                   help="run only this of each experiment's datasets (repeatable; default: all)")
     r.add_argument("--seeds", type=_positive_int, default=None, help="seeds per cell (default: the protocol's)")
     r.add_argument("--quick", action="store_true",
                    help="at most 1000 samples, 2 epochs, 2 seeds per cell: a smoke run (its tables say so)")
@@ -219,7 +221,8 @@ def cmd_reproduce(args) -> int:
         return 0
     if not args.paper:
         raise UsageError("reproduce: name a paper (sparsebench reproduce --list shows them)")
-    s = ReproduceSettings(paper=args.paper, experiments=tuple(args.experiment), seeds=args.seeds or 0, quick=args.quick,
+    s = ReproduceSettings(paper=args.paper, experiments=tuple(args.experiment), datasets=tuple(args.dataset),
+                          seeds=args.seeds or 0, quick=args.quick,
                           max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                           gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "",
                           storage=args.storage or "", output=args.output or "")

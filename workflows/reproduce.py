@@ -34,6 +34,7 @@ TAG_CELL = "cell.key"
 class ReproduceSettings:
     paper: str
     experiments: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()   # run only these of each experiment's datasets (empty: all)
     seeds: int = 0                   # 0: the protocol's
     quick: bool = False
     max_concurrent: int = 0
@@ -70,6 +71,11 @@ def plan(s: ReproduceSettings) -> Plan:
     quiet()
     paper = load_paper(s.paper)
     exps = tuple(paper.experiment(n) for n in s.experiments) if s.experiments else paper.experiments
+    if s.datasets:
+        exps = tuple(replace(e, datasets=tuple(d for d in e.datasets if d in s.datasets)) for e in exps)
+        exps = tuple(e for e in exps if e.datasets)
+        if not exps:
+            raise ProtocolError(f"paper {paper.id}: no selected experiment uses {', '.join(s.datasets)}")
     cells = {}
     for exp in exps:
         cells[exp.name] = cells_of(exp, paper.id, s)
@@ -94,6 +100,7 @@ def experiment_name(paper: str) -> str:
 
 
 def study_name(paper: str, exp: str, s: ReproduceSettings) -> str:
+    # The dataset filter is not part of the identity: a later run on more datasets continues the same parent.
     ident = {"seeds": s.seeds, "quick": s.quick, "tracking_uri": s.tracking_uri or tracking.default_tracking_uri()}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
     return f"{paper}-{exp}-{'quick-' if s.quick else ''}{digest}"
@@ -187,6 +194,8 @@ def read_records(uri: str, paper: str, exp: Experiment, parent: str) -> list[Run
     records = {}
     for r in runs:
         t = r.data.tags
+        if t.get("dataset") not in exp.datasets:   # an earlier run of this parent on a dataset not selected now
+            continue
         rec = RunRecord(experiment=t["cell.experiment"], dataset=t["dataset"], sweep=t["cell.sweep"], arm=t["cell.arm"],
                         method=t["method"], seed=int(t["cell.seed"]), setting_hash=t["cell.setting_hash"],
                         metrics=dict(r.data.metrics), run_id=r.info.run_id)
