@@ -72,7 +72,7 @@ def test_a_good_file_expands_into_cells(tmp_path):
     ("method: dense, at", "method: desne, at", "method: 'desne' is not an arm of the experiment"),
     ("at: {model.hidden: [8]}", "at: {model.hidden: [9]}", "at: model.hidden=[9] is not a swept value"),
     ("at: {model.hidden: [8]}", "at: {train.lr: 0.01}", "at: 'train.lr' is not the experiment's swept setting"),
-    ("at: {model.hidden: [8]}", "at: {percent: 50}", "at: percent 50 is not in the arm's train.prune_curve []"),
+    ("at: {model.hidden: [8]}", "at: {percent: 50}", "at: percent 50 is not in arm dense's train.prune_curve []"),
     ("verified_against_paper: true}\n      - {method: sparse", "verified_against_paper: maybe}\n      - {method: sparse",
      "verified_against_paper: missing or not true/false"),
     ("statistic: relative_accuracy", "statistic: median", "statistic: unknown 'median'"),
@@ -86,6 +86,22 @@ def test_a_good_file_expands_into_cells(tmp_path):
     ("    epochs: 2\n", "", "missing key 'epochs'"),
     ("    metric: test_acc\n", "    metric: test_acc\n    colour: red\n", "unknown key 'colour'"),
     ("sweep:\n      model.hidden: [[8], [16]]", "sweep:\n      model.hidden: []", "sweep: model.hidden needs a non-empty list"),
+    ("sweep:\n      model.hidden: [[8], [16]]", "sweep:\n      model.hidden: [[8], [8]]", "sweep: model.hidden repeats a value"),
+    ("sweep:\n      model.hidden: [[8], [16]]", "sweep:\n      train.seed: [0, 1]", "sweep: train.seed is set by the experiment"),
+    ("common: {train.lr: 0.01}", "common: {train.seed: 3}", "arm dense: train.seed is set by the experiment itself"),
+    ("dense: {}", "dense: {data.dataset: iris}", "arm dense: data.dataset is set by the experiment itself"),
+    ("dense: {}", "dense: fast", "arm dense: expected a mapping of flat config keys"),
+    ("common: {train.lr: 0.01}", "common: [train.lr]", "common: expected a mapping"),
+    ("dataset: digits", "datasets: []", "datasets: expected a non-empty list"),
+    ("at: {model.hidden: [8]}, value: 0.9", "at: {model.hidden: [8]}, baseline: sparse, value: 0.9",
+     "baseline: only the relative statistics"),
+    ("baseline: dense, statistic: relative_accuracy", "baseline: sparse, statistic: relative_accuracy",
+     "baseline: 'sparse' is the cell's own arm"),
+    ("baseline: dense, statistic: relative_accuracy, value: 0.98", "baseline: dense, statistic: relative_gain_epochs_1_5, value: 0.4",
+     "relative_gain_epochs_1_5 needs epochs >= 5, the experiment has 2"),
+    ("source: paper table 2", "source: \"authors' repository o/r results.pk\"", "is not one of: abstract"),
+    ("at: {model.hidden: [8]}", "at: [8]", "at: [8] is not a mapping"),
+    ("tolerance: 0.02,", "tolerance: 0.02, std: lots,", "std: 'lots' must be a number >= 0"),
 ])
 def test_each_malformed_file_gives_a_clear_error(tmp_path, old, new, message):
     assert old in GOOD, old
@@ -122,7 +138,9 @@ def test_plan_shrinks_quick_cells_and_filters_datasets(in_tmp_cwd):
     p = plan(ReproduceSettings(paper="baselines", experiments=("dense_digits", "dense_uci"), datasets=("digits", "iris"),
                                quick=True))
     assert [e.name for e in p.experiments] == ["dense_digits", "dense_uci"]
-    assert p.experiments[1].datasets == ("iris",)
+    # The table and completeness cover the whole experiment; only the selected datasets run.
+    assert len(p.experiments[1].datasets) == 6 and {c.dataset for c in p.run["dense_uci"]} == {"iris"}
+    assert len(p.cells["dense_uci"]) == 6 * 2
     cells = p.cells["dense_digits"]
     assert len(cells) == 3 * 2                        # 3 widths x min(5, 2) seeds
     cfg = cells[0].config()
@@ -141,3 +159,29 @@ def test_quick_refuses_a_protocol_it_cannot_shrink(in_tmp_cwd, shared_datasets, 
     monkeypatch.setenv("SPARSEBENCH_DATA", str(shared_datasets))
     with pytest.raises(ProtocolError, match="arm set_neuron_target: .*--quick shrinks epochs to 2"):
         plan(ReproduceSettings(paper="set_neuron_pruning", experiments=("neuron_pruning_scikit_feature",), quick=True))
+
+
+def test_cells_that_would_be_one_run_are_refused(tmp_path, in_tmp_cwd):
+    """--quick caps max_train at 1000: a sweep over larger subsets collapses, which is said before anything runs."""
+    from workflows.reproduce import ReproduceSettings, plan
+
+    doc = GOOD.replace("sweep:\n      model.hidden: [[8], [16]]", "sweep:\n      data.max_train: [1200, 1500]").replace(
+        "at: {model.hidden: [8]}", "at: {data.max_train: 1200}")
+    path = write(tmp_path, doc)
+    assert len(plan(ReproduceSettings(paper=str(path))).cells["widths"]) == 8
+    with pytest.raises(ProtocolError, match="have the same config once --quick shrinks them"):
+        plan(ReproduceSettings(paper=str(path), quick=True))
+
+
+def test_list_reports_a_broken_file_and_goes_on(tmp_path, monkeypatch):
+    import workflows.protocol as protocol
+    from workflows.reproduce import list_protocols
+
+    write(tmp_path, GOOD)
+    write(tmp_path, GOOD.replace("paper: toy", "paper: broken").replace("value: 0.9,", "value: 9,"), name="broken")
+    monkeypatch.setattr(protocol, "PAPERS_DIR", tmp_path)
+    monkeypatch.setattr(protocol.load_paper, "__defaults__", (tmp_path,))
+    monkeypatch.setattr(protocol.list_papers, "__defaults__", (tmp_path,))
+    text = list_protocols()
+    assert "broken: INVALID:" in text and "outside [0, 1]" in text
+    assert "toy: A toy paper (arXiv 2101.00001)" in text and "widths: digits; 2 arm(s) x 2 setting(s) x 2 seeds" in text

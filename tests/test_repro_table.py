@@ -106,7 +106,9 @@ def test_rendered_formats_never_show_unknown_as_zero(exp):
     md = render_table(df, "markdown")
     cells = [[c.strip() for c in l.split("|")[1:-1]] for l in md.splitlines()[2:]]
     (line,) = [c for c in cells if c[2] == "model.hidden=[16]" and c[3] == "sparse" and c[5] == "test_acc"]
-    assert line[6] == "unknown" and line[7] == "0.9300 ± 0.0000"
+    assert line[6] == "unknown" and line[7] == "0.9300"        # one seed: no spread shown
+    (line,) = [c for c in cells if c[2] == "model.hidden=[16]" and c[3] == "dense" and c[5] == "test_acc"]
+    assert line[6] == "none"                                     # nothing published for this row
     assert not any(c[6] in ("0", "0.0000") for c in cells)
     assert [c[10] for c in cells].count("yes") == 3 and any(c[9] == "+0.0200" for c in cells)
     assert not any(c[9] == "-0.0000" for c in cells)
@@ -115,3 +117,41 @@ def test_rendered_formats_never_show_unknown_as_zero(exp):
     assert "\\begin{tabular}" in render_table(df, "latex") and "<table" in render_table(df, "html")
     with pytest.raises(ValueError, match="unknown format 'pdf'"):
         render_table(df, "pdf")
+
+
+def test_non_finite_seeds_are_left_out(exp):
+    recs = records()
+    recs[1].metrics["test_acc"] = float("nan")         # dense [8] seed 1 diverged
+    df = reproduction_table(exp, recs)
+    r = row(df, "[8]", "dense", "test_acc")
+    assert r.n == 2 and r.measured == pytest.approx(0.92) and bool(r.within) is True
+    r = row(df, "[8]", "sparse", "test_acc / dense")   # seed 1 has no baseline value now: only seed 0 pairs
+    assert r.n == 1 and r.measured == pytest.approx(0.88 / 0.90) and pd.isna(r["std"])
+
+
+def test_read_records_keeps_the_newest_run_of_each_planned_cell(exp, tmp_path):
+    """Runs of cells the plan no longer has (an edited protocol) and older runs of a cell never reach the table."""
+    import time
+
+    from workflows import tracking
+    from workflows.reproduce import TAG_CELL, read_records
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    c = tracking.client(uri)
+    exp_id = tracking.get_or_create_experiment(c, "reproduce/toy")
+    parent = tracking.start_parent_run(c, exp_id, "s", "widths", tags={}, params={})
+
+    def child(key, acc, seed=0):
+        run = c.create_run(exp_id, tags={tracking.PARENT_TAG: parent, "stage": "final", TAG_CELL: key, "dataset": "digits",
+                                         "method": "dense", "cell.experiment": "widths", "cell.arm": "dense",
+                                         "cell.sweep": "[8]", "cell.seed": str(seed), "cell.setting_hash": key[-4:]})
+        c.log_metric(run.info.run_id, "test_acc", acc)
+        c.set_terminated(run.info.run_id, "FINISHED")
+        time.sleep(0.01)   # distinct start times
+
+    child("widths|dense|old0", 0.50)            # the protocol has changed since: not planned
+    child("widths|dense|new0", 0.80)            # a first run of a planned cell...
+    child("widths|dense|new0", 0.90)            # ...and its rerun: the newest counts
+    child("widths|dense|new1", 0.91, seed=1)
+    recs = read_records(uri, "toy", exp, parent, {"widths|dense|new0", "widths|dense|new1"})
+    assert sorted((r.seed, r.metrics["test_acc"]) for r in recs) == [(0, 0.90), (1, 0.91)]

@@ -60,7 +60,7 @@ def test_quick_reproduction_tables_and_resume(in_tmp_cwd, ray_session, capsys):
         assert row.params_trainable == params.pop() and pd.isna(row.published)
         hashes = {r.data.tags["cell.setting_hash"] for r in runs if r.data.tags["cell.sweep"] == sweep}
         assert hashes == {row.setting_hash}
-    assert "| unknown " in (folder / "table.md").read_text()
+    assert "| none " in (folder / "table.md").read_text()   # baselines publish nothing
     png = folder / "dense_digits_digits_vs_params.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     artifacts = {a.path for a in client.list_artifacts(parent)}

@@ -187,6 +187,9 @@ def cmd_search(args, method_names) -> int:
         rs = ReproduceSettings(paper=f"search-{s.dataset}", seeds=args.final_seeds, max_concurrent=s.max_concurrent,
                                cpus_per_trial=s.cpus_per_trial, gpus_per_trial=s.gpus_per_trial,
                                tracking_uri=s.tracking_uri, storage=s.storage)
+        if not any(r.get("best_config") for r in results):
+            print("sparsebench: no finished trial to take a best configuration from: no final stage", file=sys.stderr)
+            return 1
         final = final_stage(results, s.dataset, args.final_seeds, rs)
         print(f"\n### {final['title']}\n")
         print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])

@@ -22,7 +22,7 @@ def pruning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
 
 
 def _errorbar(ax, xs, values, label, **kw):
-    pts = sorted((x, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for x, v in zip(xs, values) if v)
+    pts = sorted((x, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else np.nan) for x, v in zip(xs, values) if v)
     if pts:
         x, m, s = zip(*pts)
         ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=f"{label} (measured)", **kw)
@@ -51,8 +51,8 @@ def experiment_figures(exp, records) -> dict[str, Figure]:
                     arm_recs = [r for r in sub if r.arm == arm and r.curve]
                     percents = sorted({q for r in arm_recs for q in r.curve})
                     color = f"C{i}"
-                    _errorbar(ax, percents, [[r.curve[q][exp.metric] for r in arm_recs if q in r.curve] for q in percents],
-                              arm, color=color)
+                    _errorbar(ax, percents, [[r.curve[q][exp.metric] for r in arm_recs if exp.metric in r.curve.get(q, {})]
+                                             for q in percents], arm, color=color)
                     pub = [(c.percent, c.value) for c in exp.published if c.arm == arm and c.percent is not None
                            and c.value is not None and c.dataset in (None, ds)
                            and (exp.sweep_key not in c.at or c.at[exp.sweep_key] == value)]

@@ -43,7 +43,11 @@ RELATIVE = ("relative_accuracy", "ratio", "relative_gain_epochs_1_5")       # ne
 # Metrics whose values are shares: a published final/max value outside [0, 1] is a typo.
 SHARE_METRICS = ("test_acc", "val_acc", "train_acc", "weight_sparsity", "neuron_sparsity", "hoyer", "params_ratio")
 METRICS = (*SHARE_METRICS, "params_trainable", "weights_nonzero", "neurons_active")
-SOURCE = re.compile(r"^(abstract|paper (table|figure) \S+|authors' repository [\w.-]+/[\w.-]+ \S.*)$")
+SOURCE = re.compile(r"^(abstract|paper (table|figure) \S+|authors' repository [\w.-]+/[\w.-]+ \S+ \S.*)$")
+# Keys the protocol's own fields own: an arm, `common`, `data` or the sweep setting them would make cells
+# collide or land elsewhere (the seed comes from `seeds`, the dataset from `dataset(s)`, epochs from `epochs`).
+RESERVED = ("train.seed", "data.dataset", "train.epochs")
+CURVE_METRICS = ("val_acc", "test_acc")   # what a pruning curve records (methods/node_pruning.py)
 TOP_KEYS = {"paper", "title", "arxiv", "notes", "experiments"}
 EXP_KEYS = {"name", "description", "dataset", "datasets", "epochs", "seeds", "metric", "report", "sweep", "data",
             "common", "methods", "published", "published_source", "verified_against_paper", "tolerance_source",
@@ -216,7 +220,11 @@ def _experiment(e: Any, where: str) -> Experiment:
             _fail(where, f"missing key {key!r}")
     if ("dataset" in e) == ("datasets" in e):
         _fail(where, "give exactly one of 'dataset' and 'datasets'")
+    if "datasets" in e and (not isinstance(e["datasets"], list) or not e["datasets"]):
+        _fail(where, "datasets: expected a non-empty list")
     datasets = tuple(e["datasets"]) if "datasets" in e else (e["dataset"],)
+    if len(set(datasets)) != len(datasets):
+        _fail(where, f"datasets: {list(datasets)} repeats a dataset")
     for ds in datasets:
         if ds not in list_datasets():
             _fail(where, f"unknown dataset {ds!r}; available: {', '.join(list_datasets())}")
@@ -229,12 +237,24 @@ def _experiment(e: Any, where: str) -> Experiment:
     sweep_key, sweep_values = next(iter(sweep.items()), (None, ()))
     if sweep_key is not None and (not isinstance(sweep_values, list) or not sweep_values):
         _fail(where, f"sweep: {sweep_key} needs a non-empty list of values")
+    if sweep_key in RESERVED:
+        _fail(where, f"sweep: {sweep_key} is set by the experiment itself (seeds, dataset(s), epochs)")
+    if any(sweep_values.count(v) > 1 for v in sweep_values):
+        _fail(where, f"sweep: {sweep_key} repeats a value in {sweep_values}")
+    for key in ("data", "common"):
+        if not isinstance(e.get(key) or {}, dict):
+            _fail(where, f"{key}: expected a mapping of flat config keys to values")
     common = {**(e.get("data") or {}), **(e.get("common") or {})}
     if not isinstance(e["methods"], dict) or not e["methods"]:
         _fail(where, "methods: expected a mapping of arm name to config overrides")
     arms = {}
     for arm, over in e["methods"].items():
+        if not isinstance(over or {}, dict):
+            _fail(f"{where}: arm {arm}", "expected a mapping of flat config keys to values")
         over = dict(over or {})
+        reserved = next((k for k in RESERVED if k in over or k in common), None)
+        if reserved:
+            _fail(f"{where}: arm {arm}", f"{reserved} is set by the experiment itself (seeds, dataset(s), epochs)")
         method = over.pop("method", arm)
         try:
             get_method(method)
@@ -281,6 +301,12 @@ def _published(c: Any, where: str, exp: Experiment, defaults: dict[str, Any]) ->
     baseline = c.get("baseline")
     if statistic in RELATIVE and baseline not in exp.arms:
         _fail(where, f"statistic {statistic} needs a baseline arm; got {baseline!r}, arms: {', '.join(exp.arms)}")
+    if statistic not in RELATIVE and baseline is not None:
+        _fail(where, f"baseline: only the relative statistics ({', '.join(RELATIVE)}) compare with a baseline arm")
+    if baseline is not None and baseline == c["method"]:
+        _fail(where, f"baseline: {baseline!r} is the cell's own arm")
+    if statistic == "relative_gain_epochs_1_5" and exp.epochs < 5:
+        _fail(where, f"statistic relative_gain_epochs_1_5 needs epochs >= 5, the experiment has {exp.epochs}")
     value = c.get("value", "missing")
     if value == "missing":
         _fail(where, "missing value (a number, or null when unknown)")
@@ -292,15 +318,25 @@ def _published(c: Any, where: str, exp: Experiment, defaults: dict[str, Any]) ->
     tolerance = c.get("tolerance")
     if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0):
         _fail(where, f"tolerance: {tolerance!r} must be a number >= 0")
+    for key in ("std",):
+        if c.get(key) is not None and (isinstance(c[key], bool) or not isinstance(c[key], (int, float)) or c[key] < 0):
+            _fail(where, f"{key}: {c[key]!r} must be a number >= 0")
+    if c.get("runs") is not None and (isinstance(c["runs"], bool) or not isinstance(c["runs"], int) or c["runs"] < 1):
+        _fail(where, f"runs: {c['runs']!r} must be an integer >= 1")
     dataset = c.get("dataset")
     if dataset is not None and dataset not in exp.datasets:
         _fail(where, f"dataset: {dataset!r} is not one of the experiment's ({', '.join(exp.datasets)})")
+    if not isinstance(c.get("at") or {}, dict):
+        _fail(where, f"at: {c.get('at')!r} is not a mapping (sweep key or percent -> value)")
     at = dict(c.get("at") or {})
     for key, v in at.items():
         if key == "percent":
-            curve = {**exp.common, **exp.arms[c["method"]]}.get("train.prune_curve", [])
-            if v not in curve:
-                _fail(where, f"at: percent {v} is not in the arm's train.prune_curve {list(curve)}")
+            for arm in filter(None, (c["method"], baseline)):
+                curve = {**exp.common, **exp.arms[arm]}.get("train.prune_curve", [])
+                if v not in curve:
+                    _fail(where, f"at: percent {v} is not in arm {arm}'s train.prune_curve {list(curve)}")
+            if metric not in CURVE_METRICS:
+                _fail(where, f"at: percent: a pruning curve records {' and '.join(CURVE_METRICS)}, not {metric}")
         elif key != exp.sweep_key:
             _fail(where, f"at: {key!r} is not the experiment's swept setting ({exp.sweep_key or 'none'})")
         elif v not in exp.sweep_values:

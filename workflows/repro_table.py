@@ -60,17 +60,22 @@ def per_seed(records: list[RunRecord], cell: Published | None, metric: str, base
     """The measured quantity of each seed (paired with the baseline arm's seed for relative statistics)."""
     statistic = cell.statistic if cell else "final"
     percent = cell.percent if cell else None
-    mine = {r.seed: _value(r, metric, statistic, percent) for r in records}
+    # A seed without a finite value (a diverged run's NaN, a metric it did not log) is left out, not averaged.
+    mine = {r.seed: v for r in records if _finite(v := _value(r, metric, statistic, percent))}
     if baseline is None:
-        return [v for _, v in sorted(mine.items()) if v is not None]
-    base = {r.seed: _value(r, metric, statistic, percent) for r in baseline}
+        return [v for _, v in sorted(mine.items())]
+    base = {r.seed: v for r in baseline if _finite(v := _value(r, metric, statistic, percent))}
     out = []
     for seed in sorted(set(mine) & set(base)):
         a, b = mine[seed], base[seed]
-        if a is None or not b:
+        if b == 0:
             continue
         out.append(a / b - 1.0 if statistic == "relative_gain_epochs_1_5" else a / b)
     return out
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and math.isfinite(v)
 
 
 def _quantity(metric: str, cell: Published | None) -> str:
@@ -96,7 +101,7 @@ def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
     if not values:
         return None, None, 0
     arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, len(arr)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else None, len(arr)   # no spread of one seed
 
 
 def _mean(records: list[RunRecord], key: str) -> float | None:
@@ -127,8 +132,9 @@ def reproduction_table(exp: Experiment, records: list[RunRecord]) -> pd.DataFram
                     mean, std, n = _stats(per_seed(recs, cell, metric, base))
                     published = cell.value if cell else None
                     diff = None if mean is None or published is None else mean - published
-                    tol = cell.tolerance if cell else None
+                    tol = cell.tolerance if cell else None   # mean is finite here: non-finite seeds were dropped
                     rows.append({
+                        "published_state": "none" if cell is None else ("unknown" if cell.value is None else "value"),
                         "experiment": exp.name, "dataset": ds, "setting": setting, "arm": arm,
                         "method": arm_flat["method"], "quantity": _quantity(metric, cell), "published": published,
                         "measured": mean, "std": std, "n": n, "difference": diff,
@@ -139,7 +145,9 @@ def reproduction_table(exp: Experiment, records: list[RunRecord]) -> pd.DataFram
                                    + (f"; claim: {cell.claim}" if cell.claim else "")) if cell else "none published",
                         "setting_hash": recs[0].setting_hash if recs else "",
                     })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=[*COLUMNS, "published_state"])
+    df.attrs["published_state"] = df.pop("published_state").tolist()   # for rendering: none vs unknown
+    return df
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -154,8 +162,10 @@ def render_table(df: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return df.to_csv(index=False)
     shown = df.copy().astype(object)
-    shown["published"] = [("unknown" if v is None or pd.isna(v) else _fmt(v)) for v in df["published"]]
-    shown["measured"] = [("n/a" if m is None or pd.isna(m) else f"{_fmt(m)} ± {_fmt(s)}")
+    states = df.attrs.get("published_state") or ["unknown"] * len(df)
+    # "none": the paper publishes nothing for this row; "unknown": it states the quantity without a number.
+    shown["published"] = [(st if v is None or pd.isna(v) else _fmt(v)) for v, st in zip(df["published"], states)]
+    shown["measured"] = [("n/a" if m is None or pd.isna(m) else _fmt(m) + ("" if s is None or pd.isna(s) else f" ± {_fmt(s)}"))
                          for m, s in zip(df["measured"], df["std"])]
     shown["difference"] = ["" if d is None or pd.isna(d) else f"{round(float(d), 4) + 0.0:+.4f}" for d in df["difference"]]
     shown["within"] = [{True: "yes", False: "NO"}.get(w, "") if w is not None and not pd.isna(w) else "" for w in df["within"]]

@@ -48,20 +48,25 @@ class ReproduceSettings:
 @dataclass(frozen=True)
 class Plan:
     paper: Paper
-    experiments: tuple[Experiment, ...]
-    cells: dict[str, list[Cell]]     # experiment name -> cells
+    experiments: tuple[Experiment, ...]  # as in the protocol: the table and completeness cover all of it
+    cells: dict[str, list[Cell]]         # experiment name -> every cell of the experiment
+    run: dict[str, list[Cell]]           # experiment name -> the cells this command may run (--dataset)
 
 
-def quick_overrides() -> dict[str, Any]:
-    return {"data.max_train": QUICK_SAMPLES, "data.max_test": QUICK_SAMPLES}
+def _shrink(cell: Cell) -> Cell:
+    """--quick: at most QUICK_SAMPLES training / test samples (never more than the protocol asks) and QUICK_EPOCHS."""
+    flat = dict(cell.flat)
+    for key in ("data.max_train", "data.max_test"):
+        flat[key] = min(int(flat.get(key) or QUICK_SAMPLES), QUICK_SAMPLES)
+    flat["train.epochs"] = min(int(flat["train.epochs"]), QUICK_EPOCHS)
+    return replace(cell, flat=flat)
 
 
 def cells_of(exp: Experiment, paper: str, s: ReproduceSettings) -> list[Cell]:
     seeds = s.seeds or exp.seeds
     if not s.quick:
         return exp.cells(paper, seeds)
-    cells = exp.cells(paper, min(seeds, QUICK_SEEDS), quick_overrides())
-    return [replace(c, flat={**c.flat, "train.epochs": min(int(c.flat["train.epochs"]), QUICK_EPOCHS)}) for c in cells]
+    return [_shrink(c) for c in exp.cells(paper, min(seeds, QUICK_SEEDS))]
 
 
 def plan(s: ReproduceSettings) -> Plan:
@@ -72,37 +77,45 @@ def plan(s: ReproduceSettings) -> Plan:
     paper = load_paper(s.paper)
     exps = tuple(paper.experiment(n) for n in s.experiments) if s.experiments else paper.experiments
     if s.datasets:
-        exps = tuple(replace(e, datasets=tuple(d for d in e.datasets if d in s.datasets)) for e in exps)
-        exps = tuple(e for e in exps if e.datasets)
+        exps = tuple(e for e in exps if set(e.datasets) & set(s.datasets))
         if not exps:
             raise ProtocolError(f"paper {paper.id}: no selected experiment uses {', '.join(s.datasets)}")
-    cells = {}
+    cells, run = {}, {}
     for exp in exps:
         cells[exp.name] = cells_of(exp, paper.id, s)
+        keys: dict[str, Cell] = {}
         for c in cells[exp.name]:
             try:
-                c.config()
+                key = cell_key(c)
             except ConfigError as e:
                 why = " (--quick shrinks epochs to 2; run this experiment without it)" if s.quick else ""
                 raise ProtocolError(f"{paper.path}: experiment {exp.name}: arm {c.arm}: {e}{why}") from None
+            if key in keys:  # two cells would be one run: the protocol (or --quick) cannot tell them apart
+                o = keys[key]
+                raise ProtocolError(f"{paper.path}: experiment {exp.name}: cells {o.arm}/{o.sweep_json}/seed {o.seed} "
+                                    f"and {c.arm}/{c.sweep_json}/seed {c.seed} have the same config"
+                                    + (" once --quick shrinks them" if s.quick else ""))
+            keys[key] = c
+        run[exp.name] = [c for c in cells[exp.name] if not s.datasets or c.dataset in s.datasets]
     for data_cfg in {json.dumps(c.config().data.canonical(), sort_keys=True): c.config().data
-                     for cs in cells.values() for c in cs}.values():
+                     for cs in run.values() for c in cs}.values():
         load_dataset(data_cfg, "cpu")   # a missing or corrupt file fails here, before anything starts
     from .search import _storage, check_storage
 
     check_storage(_storage(s))
     tracking.check_store(s.tracking_uri or tracking.default_tracking_uri())
-    return Plan(paper, exps, cells)
+    return Plan(paper, exps, cells, run)
 
 
 def experiment_name(paper: str) -> str:
     return f"reproduce/{paper}"
 
 
-def study_name(paper: str, exp: str, s: ReproduceSettings) -> str:
-    # The dataset filter is not part of the identity: a later run on more datasets continues the same parent.
-    ident = {"seeds": s.seeds, "quick": s.quick, "tracking_uri": s.tracking_uri or tracking.default_tracking_uri()}
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+def study_name(paper: str, exp: str, s: ReproduceSettings, extra: Any = None) -> str:
+    """The parent run's identity. Seeds and the dataset filter are not part of it: a later command with more seeds
+    or other datasets continues the same parent, and only runs of the cells it plans count in its table."""
+    ident = {"quick": s.quick, "extra": extra}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{paper}-{exp}-{'quick-' if s.quick else ''}{digest}"
 
 
@@ -126,13 +139,28 @@ class CellDecoder:
         return self.tags_of[config["cell"]]
 
 
+def _children(c, exp_id: str, parent: str, status: str):
+    return c.search_runs([exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.stage = 'final' "
+                                                 f"and attributes.status = '{status}'", max_results=50000,
+                         order_by=["attributes.start_time DESC"])
+
+
 def finished_keys(c, exp_id: str, parent: str) -> set[str]:
-    runs = c.search_runs([exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.stage = 'final' "
-                                                 f"and attributes.status = 'FINISHED'", max_results=50000)
-    return {r.data.tags[TAG_CELL] for r in runs if TAG_CELL in r.data.tags}
+    return {r.data.tags[TAG_CELL] for r in _children(c, exp_id, parent, "FINISHED") if TAG_CELL in r.data.tags}
 
 
-def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = True) -> dict[str, Any]:
+def close_runs_of(c, exp_id: str, parent: str, keys: set[str], status: str) -> int:
+    """Mark this command's cells' runs still RUNNING with `status`; another driver's cells are left alone."""
+    n = 0
+    for r in _children(c, exp_id, parent, "RUNNING"):
+        if r.data.tags.get(TAG_CELL) in keys:
+            c.set_terminated(r.info.run_id, status=status)
+            n += 1
+    return n
+
+
+def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = True, study: str | None = None
+                   ) -> dict[str, Any]:
     from ray import tune
 
     from .search import _storage
@@ -142,14 +170,15 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
     c = tracking.client(uri)
     experiment = experiment_name(p.paper.id)
     exp_id = tracking.get_or_create_experiment(c, experiment)
-    study = study_name(p.paper.id, exp.name, s)
+    study = study or study_name(p.paper.id, exp.name, s)
     parent = tracking.start_parent_run(
         c, exp_id, study, run_name=exp.name + (" (quick)" if s.quick else ""),
         tags={"stage": "final", "paper": p.paper.id, "cell.experiment": exp.name, "quick": str(s.quick).lower()},
         params={"paper": p.paper.id, "experiment": exp.name, "arxiv": p.paper.arxiv or "none", "quick": s.quick,
                 "seeds": s.seeds or exp.seeds, "protocol": str(p.paper.path.name), "description": exp.description})
-    tracking.close_open_children(c, exp_id, parent, "KILLED")   # left RUNNING by a killed driver: rerun below
-    cells = p.cells[exp.name]
+    cells = p.run[exp.name]
+    mine = {cell_key(x) for x in cells}
+    close_runs_of(c, exp_id, parent, mine, "KILLED")   # left RUNNING by a killed driver: rerun below
     done = finished_keys(c, exp_id, parent)
     todo = [cell for cell in cells if cell_key(cell) not in done]
     if echo:
@@ -173,28 +202,36 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
                                           failure_config=tune.FailureConfig(max_failures=2)),
             ).fit()
         except BaseException:
-            tracking.close_open_children(c, exp_id, parent, "FAILED")
+            close_runs_of(c, exp_id, parent, mine, "FAILED")
             c.set_terminated(parent, status="FAILED")
             raise
         errors = grid.num_errors
-        tracking.close_open_children(c, exp_id, parent, "KILLED")
+        # Tune returns normally after Ctrl-C: trials still open then did not finish.
+        killed = close_runs_of(c, exp_id, parent, mine, "KILLED")
+        missing = len(mine - finished_keys(c, exp_id, parent))
+        if killed or missing > errors:
+            from .search import SearchInterrupted
+
+            c.set_terminated(parent, status="KILLED")
+            raise SearchInterrupted(f"reproduction of {p.paper.id}/{exp.name} interrupted with {missing} of "
+                                    f"{len(mine)} runs unfinished; run the same command again to resume it")
     return {"experiment": exp, "parent_run_id": parent, "mlflow_experiment": experiment, "errors": errors,
             "ran": len(todo)}
 
 
-def read_records(uri: str, paper: str, exp: Experiment, parent: str) -> list[RunRecord]:
-    """The FINISHED final runs of `exp` under `parent` (older finished cells were attached to the same parent)."""
+def read_records(uri: str, paper: str, exp: Experiment, parent: str, planned: set[str]) -> list[RunRecord]:
+    """The newest FINISHED run of each planned cell under `parent`. Runs of cells the plan no longer has (the
+    protocol was edited, fewer seeds) stay in MLflow but never reach the table."""
     c = tracking.client(uri)
     exp_id = c.get_experiment_by_name(experiment_name(paper)).experiment_id
-    runs = c.search_runs([exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.stage = 'final' "
-                                                 f"and attributes.status = 'FINISHED'", max_results=50000)
+    runs = _children(c, exp_id, parent, "FINISHED")
     histories = {c_.metric for c_ in exp.published if c_.statistic in ("max", "relative_gain_epochs_1_5")}
     curves = any(c_.percent is not None for c_ in exp.published) or any(
         "train.prune_curve" in {**exp.common, **arm} for arm in exp.arms.values())
     records = {}
     for r in runs:
         t = r.data.tags
-        if t.get("dataset") not in exp.datasets:   # an earlier run of this parent on a dataset not selected now
+        if t.get(TAG_CELL) not in planned or t[TAG_CELL] in records:   # not planned, or an older run of a cell
             continue
         rec = RunRecord(experiment=t["cell.experiment"], dataset=t["dataset"], sweep=t["cell.sweep"], arm=t["cell.arm"],
                         method=t["method"], seed=int(t["cell.seed"]), setting_hash=t["cell.setting_hash"],
@@ -205,8 +242,7 @@ def read_records(uri: str, paper: str, exp: Experiment, parent: str) -> list[Run
             for split in ("val_acc", "test_acc"):
                 for x in c.get_metric_history(r.info.run_id, f"pruned_{split}"):
                     rec.curve.setdefault(int(x.step), {})[split] = x.value
-        # One record per cell key: a cell finished twice (two drivers racing) counts once, the latest run.
-        records.setdefault(t[TAG_CELL], rec)
+        records[t[TAG_CELL]] = rec
     return list(records.values())
 
 
@@ -220,13 +256,25 @@ def title(p: Paper, exp: Experiment, s: ReproduceSettings) -> str:
 
 
 def write_outputs(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[str, Any]) -> dict[str, Path]:
-    """Table (Markdown, CSV, LaTeX, HTML) and plots to the output folder and to the parent run's artifacts."""
-    from .plots import experiment_figures
-
+    """Table (Markdown, CSV, LaTeX, HTML) and plots to the output folder and to the parent run's artifacts. The
+    table covers the whole experiment (cells not run yet show n = 0); the parent is FINISHED when every cell
+    this command was asked to run has finished, and tagged complete=true when the whole experiment has."""
     uri = s.tracking_uri or tracking.default_tracking_uri()
     c = tracking.client(uri)
     parent = result["parent_run_id"]
-    records = read_records(uri, p.paper.id, exp, parent)
+    try:
+        return _write_outputs(p, exp, s, result, uri, c, parent)
+    except BaseException:
+        c.set_terminated(parent, status="FAILED")   # never leave the parent RUNNING
+        raise
+
+
+def _write_outputs(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[str, Any], uri: str, c, parent: str
+                   ) -> dict[str, Path]:
+    from .plots import experiment_figures
+
+    planned = {cell_key(x) for x in p.cells[exp.name]}
+    records = read_records(uri, p.paper.id, exp, parent, planned)
     table = reproduction_table(exp, records)
     out = Path(s.output or Path("reproductions") / p.paper.id) / (exp.name + ("-quick" if s.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
@@ -246,19 +294,24 @@ def write_outputs(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[s
         fig.savefig(out / name, dpi=120)
         c.log_figure(parent, fig, name)
         files[name] = out / name
-    n_cells = len(p.cells[exp.name])
-    complete = len(records) == n_cells and not result["errors"]
-    tracking.set_tags(c, parent, {"runs_finished": str(len(records)), "runs_planned": str(n_cells)})
-    c.set_terminated(parent, status="FINISHED" if complete else "FAILED")
-    result.update(table=table, title=head, files=files, complete=complete, finished=len(records), planned=n_cells)
+    n_cells = len(planned)
+    finished = {r_key for r_key in finished_keys(c, c.get_experiment_by_name(experiment_name(p.paper.id)).experiment_id,
+                                                 parent)} & planned
+    selected = {cell_key(x) for x in p.run[exp.name]}
+    ok = selected <= finished and not result["errors"]
+    tracking.set_tags(c, parent, {"runs_finished": str(len(finished)), "runs_planned": str(n_cells),
+                                  "complete": str(finished == planned).lower()})
+    c.set_terminated(parent, status="FINISHED" if ok else "FAILED")
+    result.update(table=table, title=head, files=files, complete=ok, finished=len(finished), planned=n_cells)
     return files
 
 
 def reproduce(s: ReproduceSettings, p: Plan | None = None, echo: bool = True) -> list[dict[str, Any]]:
-    from .search import init_ray
+    from .search import check_resources, init_ray
 
     p = p or plan(s)
     init_ray()
+    check_resources(s)   # a trial larger than every node would wait for ever
     out = []
     for exp in p.experiments:
         start = time.perf_counter()
@@ -285,8 +338,10 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
                      sweep_key=None, sweep_values=(), common={}, arms=arms, published=())
     paper = Paper(f"search-{dataset}", f"Best configurations found by sparsebench search on {dataset}", None,
                   Path("search"), (exp,))
-    p = Plan(paper, (exp,), {exp.name: cells_of(exp, paper.id, s)})
-    result = run_experiment(p, exp, s, echo)
+    cells = cells_of(exp, paper.id, s)
+    p = Plan(paper, (exp,), {exp.name: cells}, {exp.name: cells})
+    # Its own parent per set of configurations: a later search's best configs never share this one's table.
+    result = run_experiment(p, exp, s, echo, study=study_name(paper.id, exp.name, s, extra=arms))
     write_outputs(p, exp, s, result)
     return result
 
@@ -296,7 +351,11 @@ def list_protocols() -> str:
 
     lines = []
     for name in list_papers():
-        paper = load_paper(name)
+        try:
+            paper = load_paper(name)
+        except ProtocolError as e:   # one broken file does not hide the others
+            lines.append(f"{name}: INVALID: {e}")
+            continue
         lines.append(f"{name}: {paper.title}" + (f" (arXiv {paper.arxiv})" if paper.arxiv else ""))
         for e in paper.experiments:
             n_pub = sum(c.value is not None for c in e.published)

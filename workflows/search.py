@@ -191,7 +191,8 @@ def best_config(grid, study: Study) -> dict[str, Any] | None:
     ok = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics]
     if not ok:
         return None
-    best = max(ok, key=lambda r: r.metrics[METRIC])
+    # The order best_table uses: val_acc, then fewer trainable parameters, then the earlier trial.
+    best = min(ok, key=lambda r: (-r.metrics[METRIC], r.metrics.get("params_trainable", 0), r.metrics.get("trial_id", "")))
     flat = RunConfig.from_flat(study.space.decode(best.config)).without_seed().flat()
     return {k: v for k, v in flat.items() if k != "train.seed"}
 
