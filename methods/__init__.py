@@ -3,7 +3,7 @@
 Importing the package registers every method family (one module each). This package never imports
 ray, optuna or mlflow (tests/test_layering.py checks it).
 """
-from . import dense, diversity, set_prune, spectral, spectral_filter  # noqa: F401  (each module registers its methods)
+from . import dense, diversity, lp_sphere, set_prune, spectral, spectral_filter  # noqa: F401  (each module registers its methods)
 from .config import ConfigError, DataConfig, RunConfig, TrainConfig
 from .data import DatasetError, list_datasets, load_dataset
 from .registry import UnknownMethodError, get_method, list_methods, register_method

@@ -34,6 +34,9 @@ class Method:
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     # True when the model's hidden activations are needed by extra_loss (saves a second forward pass).
     needs_hidden: ClassVar[bool] = False
+    # Flat config values this method needs (e.g. LpSGD methods train with their own optimizer: train.optimizer=sgd).
+    # RunConfig refuses others, and the search-space fairness test lets such a method fix the key.
+    requires: ClassVar[dict[str, Any]] = {}
     # Node scores `train.prune_score` may name for this method's networks (methods/node_pruning.py).
     node_scores: ClassVar[tuple[str, ...]] = ("connectivity",)
 

@@ -180,6 +180,10 @@ class RunConfig:
             object.__setattr__(self, "model", cls())
         elif type(self.model) is not cls:
             raise ConfigError(f"model config {type(self.model).__name__} does not belong to method {self.method!r} ({cls.__name__})")
+        flat = self.flat()
+        for key, value in method.requires.items():
+            if flat[key] != value:
+                raise ConfigError(f"{key}={flat[key]!r}: method {self.method!r} needs {key}={value!r}")
         scores = ("auto", *method.node_scores)
         if not self.train.prune_curve and self.train.prune_score != "auto":
             raise ConfigError(f"train.prune_score={self.train.prune_score!r} without train.prune_curve ranks nothing; "

@@ -33,7 +33,7 @@ class MLP(nn.Module):
     """
 
     def __init__(self, widths: Sequence[int], activation: str = "relu", dropout: float = 0.0, bias: bool = True,
-                 factory: LayerFactory = dense_factory):
+                 factory: LayerFactory = dense_factory, batchnorm: bool = False):
         super().__init__()
         if len(widths) < 2:
             raise ValueError(f"an MLP needs at least input and output widths, got {list(widths)}")
@@ -41,6 +41,9 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(factory(a, b, bias, i) for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:])))
         self.activation = activation
         self.act = ACTIVATIONS[activation]()
+        # Optional BatchNorm after every hidden layer, before its activation (the LpSS networks normalise after every
+        # constrained layer, which absorbs the fixed scale of rows on the unit Lp sphere: methods/lp_sphere.py).
+        self.norms = nn.ModuleList(nn.BatchNorm1d(w) for w in self.widths[1:-1]) if batchnorm else None
         self.dropout = float(dropout)
         self._last = len(self.layers) - 1
 
@@ -56,6 +59,8 @@ class MLP(nn.Module):
             h = layer(h)
             if i == self._last:
                 break
+            if self.norms is not None:
+                h = self.norms[i](h)
             h = self.act(h)
             hidden.append(h)
             if self.dropout:

@@ -52,6 +52,8 @@ def small_config(method: str, **flat) -> RunConfig:
             base["model.variant"] = "qr"
     if "sparsity" in model_keys:
         base["model.sparsity"] = 0.5
+    if "frequency" in model_keys:  # lp_sphere: topology updates every 10 steps (22 steps per digits epoch here)
+        base["model.frequency"] = 10
     return RunConfig.from_flat({**base, **flat})
 
 

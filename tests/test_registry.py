@@ -51,9 +51,12 @@ def test_every_metric_key_present_and_sane(method, digits):
     for _ in range(2):
         hist.append(tr.run_epoch())
         m = hist[-1]
-        # A layer trains at most its weights, plus one eigenvalue per node on each side for a full spectral layer.
+        # A layer trains at most its weights, plus one eigenvalue per node on each side for a full spectral layer;
+        # normalisation layers (lp methods' BatchNorm) are trained but not part of params_dense.
         eigenvalues = sum(l.in_features + l.out_features for l in weight_layers(tr.model) if isinstance(l, SpectralLinear))
-        assert 0 < m["params_trainable"] <= m["params_dense"] + eigenvalues
+        norms = sum(p.numel() for mod in tr.model.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+                    for p in mod.parameters())
+        assert 0 < m["params_trainable"] <= m["params_dense"] + eigenvalues + norms
     assert [m["epoch"] for m in hist] == [1, 2]
     for m in hist:
         missing = set(EPOCH_KEYS) - set(m)

@@ -1,0 +1,257 @@
+"""Sparse training on the unit Lp sphere (Li, Yang, Li, Lu, Xie, arXiv 2103.16013; dossier shared/papers/lp_sphere.md;
+authors' code WilliamLiPro/LpSS at commit 9c8cbc1).
+
+- `lp_sgd`: LpSGD alone (methods/lpsgd.py): every constrained row on its unit Lp sphere; sparsity only from the
+  entries that |v|^(1/(p-1)) crushes to exact zeros (the ablation of dossier section 2).
+- `lp_sphere`: LpSGD + the topology evolution of `SparseLpSSOptimizer` (optimizer/sparse_optimizer.py, dossier
+  section 1.5): a random mask at s0 = 0.2, updated every `frequency` steps between 20% and 80% of training:
+    h      = drop_fraction * (0.5 cos(pi (epoch - begin) / (end - begin)) + 0.5)      cosine-annealed
+    thr_r  = h * mean |W_r| over the row's active entries                               per-neuron threshold
+    K      = active entries with |W| >= thr_r ; n_drop = |M \\ K| ; n_grow = int(n_drop * g_f)
+    grow   = the n_grow best entries outside K by the row-normalised dense gradient G_r / ||G_r||_2
+    M      = K | grow ; momentum of every changed entry reset to 0
+    s      = zeros of all masks / all model parameters (BN and biases included, as the authors count)
+    g_f    = (1 - d) s / s*  if s < s* (1 - h / 2)  else  (1 + d) s / s*                  feedback to the target s*
+  Semi-pruning: the forward pass uses W * M, but W (and LpSGD's feature vector v) keep the values of masked
+  entries, which get no gradient; a regrown entry resumes from its latent value (dossier 1.5, pitfall 7).
+
+Choices where the code is ambiguous or looks unintended, each an option:
+- `grow_by: signed` (default) ranks candidates by the signed normalised gradient, as the authors' code does (the
+  published table was produced with it); `magnitude` ranks by |G|, as RigL does (dossier pitfall 6).
+- K keeps only entries that are active now (the threshold prunes); masked entries come back only by growth.
+- The dense gradient is that of the step just taken (captured from the backward pass of W * M, whose gradient
+  is dense), not of a second forward/backward after the step as in the authors' code: one pass instead of two.
+Which layers are constrained: every hidden layer's weight; the classifier (`constrain_classifier: false`, the
+authors exclude the last fc), biases and BatchNorm stay free (dossier 1.1 and pitfall 4). Masks cover every weight
+layer, classifier included (dossier 5.3). The authors' summed loss and per-step rate schedule/batch_size become,
+with sparsebench's mean loss, rate `train.lr` for the free parameters and mixing rate `train.lr / batch_size`
+for the constrained ones (`model.mix_rate` overrides it): the same dynamics (dossier 1.2, pitfall 5).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Method
+from .config import ConfigError, RunConfig, spec
+from .dense import MLPShapeConfig
+from .layers import WeightLayer
+from .lpsgd import LpSGD
+from .models import MLP
+from .registry import register_method
+
+
+class SemiMaskedLinear(nn.Linear, WeightLayer):
+    """A linear layer whose forward pass uses W * M while W keeps the latent values of masked entries.
+
+    Autograd through W * M gives masked entries a zero gradient; the gradient of the product itself is dense and is
+    stashed in `dense_grad` when `capture` is set (the topology update's growth criterion)."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True):
+        super().__init__(n_in, n_out, bias=bias)
+        self.register_buffer("mask", torch.ones(n_out, n_in, dtype=torch.bool))
+        self.capture = False
+        self.dense_grad: torch.Tensor | None = None
+
+    def _stash(self, grad: torch.Tensor) -> None:
+        self.dense_grad = grad.detach()
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.mask
+        if self.capture and w.requires_grad:
+            w.register_hook(self._stash)
+        return F.linear(x, w, self.bias)
+
+    def num_trainable(self, updated: Callable[[nn.Parameter], bool]) -> int:
+        n = int(self.mask.sum()) if updated(self.weight) else 0
+        return n + (self.bias.numel() if self.bias is not None and updated(self.bias) else 0)
+
+
+@dataclass(frozen=True)
+class LpSGDConfig(MLPShapeConfig):
+    hidden: tuple[int, ...] = spec((256, 256), ge=1, help="hidden layer widths")
+    batchnorm: bool = spec(True, help="BatchNorm after every hidden layer (the authors' nets have one per layer)")
+    # One p for every constrained layer, or one per constrained layer in forward order. The demo's lists put a
+    # larger p on the first layers ([1.3]*4 + [1.15]*18 at s = 0.8, dossier 1.1); 1.3 is the middle of its values.
+    p: tuple[float, ...] = spec((1.3,), gt=1.0, help="Lp exponent(s) of the constrained layers")
+    constrain_classifier: bool = spec(False, help="also keep the classifier's rows on the sphere (the authors do not)")
+    mix_rate: float = spec(0.0, ge=0.0, lt=1.0, help="LpSGD mixing rate; 0: train.lr / train.batch_size (authors)")
+
+
+def constrained_layers(method: Method, model: MLP) -> list[int]:
+    n = len(model.layers)
+    return list(range(n)) if method.cfg.model.constrain_classifier else list(range(n - 1))
+
+
+def layer_ps(cfg: RunConfig, n_constrained: int) -> list[float]:
+    ps = list(cfg.model.p)
+    return ps * n_constrained if len(ps) == 1 else ps
+
+
+def lp_optimizer(method: Method, model: MLP) -> LpSGD:
+    """One group per constrained layer weight (its own p), one for everything else. The constrained groups'
+    rate is the mixing rate; a learning-rate schedule scales both alike."""
+    cfg, t = method.cfg, method.cfg.train
+    idx = constrained_layers(method, model)
+    mix = cfg.model.mix_rate or t.lr / t.batch_size
+    groups, constrained = [], set()
+    for i, p in zip(idx, layer_ps(cfg, len(idx))):
+        w = model.layers[i].weight
+        groups.append({"params": [w], "lp": p, "lr": mix})
+        constrained.add(id(w))
+    free = [q for q in model.parameters() if q.requires_grad and id(q) not in constrained]
+    groups.append({"params": free, "lp": None})
+    return LpSGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
+
+
+def check_lp(cfg: RunConfig) -> None:
+    m = cfg.model
+    n = len(m.hidden) + (1 if m.constrain_classifier else 0)
+    if len(m.p) not in (1, n):
+        raise ConfigError(f"model.p={list(m.p)}: give one exponent, or one per constrained layer ({n} here: the "
+                          f"hidden layers" + (" and the classifier" if m.constrain_classifier else "") + ")")
+    if n == 0:
+        raise ConfigError("model.hidden=[] with constrain_classifier=false leaves no layer on the Lp sphere")
+
+
+@register_method("lp_sgd")
+class LpSGDMethod(Method):
+    Config = LpSGDConfig
+    # LpSGD is the method (train.momentum and train.nesterov configure it); it has no weight decay: the LpSS runs
+    # use none, and a decay would pull the rows off their sphere.
+    requires = {"train.optimizer": "sgd", "train.weight_decay": 0.0}
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        check_lp(cfg)
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        return MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
+                   dropout=m.dropout, bias=m.bias, batchnorm=m.batchnorm)
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return lp_optimizer(self, model)
+
+
+@dataclass(frozen=True)
+class LpSphereConfig(LpSGDConfig):
+    sparsity: float = spec(0.8, gt=0.0, lt=1.0, help="target share of zero parameters (of all parameters)")
+    initial_sparsity: float = spec(0.2, ge=0.0, lt=1.0, help="random mask's share of zeros per layer at init (s0)")
+    begin: float = spec(0.2, ge=0.0, lt=1.0, help="topology updates from this share of the epochs...")
+    end: float = spec(0.8, gt=0.0, le=1.0, help="...until this share")
+    frequency: int = spec(40, ge=1, help="steps between topology updates")
+    drop_fraction: float = spec(0.2, gt=0.0, lt=1.0, help="h at the first update (cosine-annealed to 0)")
+    grow_fraction_d: float = spec(0.1, ge=0.0, lt=1.0, help="step of the grow-fraction feedback")
+    grow_by: str = spec("signed", choices=("signed", "magnitude"), help="growth criterion (signed: the authors' code)")
+
+
+@register_method("lp_sphere")
+class LpSphere(LpSGDMethod):
+    Config = LpSphereConfig
+
+    def __init__(self, cfg, info):
+        super().__init__(cfg, info)
+        self.grow_fraction = 0.95          # sparse_optimizer.py's initial g_f
+        self.mask_sparsity = 0.0
+        self.updates = 0
+        self.gen = torch.Generator().manual_seed(cfg.train.seed + 7919)   # topology stream, apart from data order
+        self.steps_per_epoch = math.ceil(info.n_train / cfg.train.batch_size)
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        check_lp(cfg)
+        m = cfg.model
+        if m.end <= m.begin:
+            raise ConfigError(f"model.end={m.end} must exceed model.begin={m.begin}")
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        model = MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
+                    dropout=m.dropout, bias=m.bias, batchnorm=m.batchnorm,
+                    factory=lambda a, b, bias, i: SemiMaskedLinear(a, b, bias=bias))
+        for layer in model.layers:   # exactly ceil(s0 * n) zeros per layer, at random (sparse_optimizer.py)
+            n = layer.mask.numel()
+            off = torch.randperm(n, generator=self.gen)[: math.ceil(m.initial_sparsity * n)]
+            layer.mask.view(-1)[off] = False
+        self._arm(model, 1)
+        return model
+
+    # ---- schedule
+    def _epoch(self, step: int) -> int:
+        return (step - 1) // self.steps_per_epoch        # 0-based epoch the step belongs to
+
+    def _window(self) -> tuple[float, float]:
+        e = self.cfg.train.epochs
+        return self.cfg.model.begin * e, self.cfg.model.end * e
+
+    def _due(self, step: int) -> bool:
+        begin, end = self._window()
+        return begin <= self._epoch(step) < end and step % self.cfg.model.frequency == 0
+
+    def _arm(self, model: MLP, step: int) -> None:
+        """Capture the dense gradient during step `step` if a topology update follows it."""
+        due = self._due(step)
+        for layer in model.layers:
+            layer.capture = due
+            layer.dense_grad = None
+
+    def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        if self._due(step):
+            self.update_topology(model, optimizer, self._epoch(step))
+        self._arm(model, step + 1)
+
+    @torch.no_grad()
+    def update_topology(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        m = self.cfg.model
+        begin, end = self._window()
+        h = m.drop_fraction * (0.5 * math.cos(math.pi * (epoch - begin) / (end - begin)) + 0.5)
+        for layer in model.layers:
+            w, mask, g = layer.weight, layer.mask, layer.dense_grad
+            if g is None:      # no gradient this step (cannot happen in the Trainer's loop): keep the topology
+                continue
+            active = mask.sum(1, keepdim=True).clamp_min(1)
+            thr = h * (w.abs() * mask).sum(1, keepdim=True) / active
+            keep = mask & (w.abs() >= thr)
+            n_drop = int((mask & ~keep).sum())
+            n_grow = int(n_drop * self.grow_fraction)
+            grown = torch.zeros_like(mask)
+            if n_grow:
+                gn = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                score = gn if m.grow_by == "signed" else gn.abs()
+                score = score.masked_fill(keep, float("-inf"))
+                grown.view(-1)[torch.topk(score.flatten(), n_grow).indices] = True
+            new = keep | grown
+            changed = new ^ mask
+            mask.copy_(new)
+            buf = optimizer.state.get(w, {}).get("momentum_buffer")
+            if buf is not None:     # momentum of dropped and grown entries restarts at 0
+                buf.masked_fill_(changed, 0.0)
+        zeros = sum(int((~l.mask).sum()) for l in model.layers)
+        total = sum(p.numel() for p in model.parameters())
+        s, target = zeros / total, m.sparsity
+        d = m.grow_fraction_d
+        self.grow_fraction = (1 - d) * s / target if s < target * (1 - 0.5 * h) else (1 + d) * s / target
+        self.mask_sparsity = s
+        self.updates += 1
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"mask_sparsity": self.mask_sparsity, "grow_fraction": self.grow_fraction,
+                "topology_updates": float(self.updates)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"grow_fraction": self.grow_fraction, "mask_sparsity": self.mask_sparsity, "updates": self.updates,
+                "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.grow_fraction, self.mask_sparsity = state["grow_fraction"], state["mask_sparsity"]
+        self.updates = state["updates"]
+        self.gen.set_state(state["gen"])
