@@ -38,7 +38,9 @@ class MLPConfig(MLPShapeConfig):
 
 @dataclass(frozen=True)
 class DenseConfig(MLPConfig):
-    pass
+    # The Lp-sphere paper's dense baseline is its BatchNorm network trained by SGD (dossier lp_sphere.md 2, 3.1):
+    # the same MLP as lp_sgd / lp_sphere, with BatchNorm after every hidden layer, compares like with like.
+    batchnorm: bool = spec(False, help="BatchNorm after every hidden layer")
 
 
 @register_method("dense")
@@ -48,4 +50,4 @@ class Dense(Method):
     def build(self) -> nn.Module:
         m = self.cfg.model
         return MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
-                   dropout=m.dropout, bias=m.bias)
+                   dropout=m.dropout, bias=m.bias, batchnorm=m.batchnorm)

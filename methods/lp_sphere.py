@@ -50,7 +50,7 @@ class SemiMaskedLinear(nn.Linear, WeightLayer):
     """A linear layer whose forward pass uses W * M while W keeps the latent values of masked entries.
 
     Autograd through W * M gives masked entries a zero gradient; the gradient of the product itself is dense and is
-    stashed in `dense_grad` when `capture` is set (the topology update's growth criterion)."""
+    kept in `dense_grad` when `capture` is set (the topology update's growth criterion; a reference, no copy)."""
 
     def __init__(self, n_in: int, n_out: int, bias: bool = True):
         super().__init__(n_in, n_out, bias=bias)
@@ -182,7 +182,10 @@ class LpSphere(LpSGDMethod):
             n = layer.mask.numel()
             off = torch.randperm(n, generator=self.gen)[: math.ceil(m.initial_sparsity * n)]
             layer.mask.view(-1)[off] = False
-        self._arm(model, 1)
+        for layer in model.layers:
+            # Always: the stash is a reference to a gradient autograd computes anyway, and a run resumed just before
+            # an update step needs it as much as an uninterrupted one.
+            layer.capture = True
         return model
 
     # ---- schedule
@@ -197,17 +200,9 @@ class LpSphere(LpSGDMethod):
         begin, end = self._window()
         return begin <= self._epoch(step) < end and step % self.cfg.model.frequency == 0
 
-    def _arm(self, model: MLP, step: int) -> None:
-        """Capture the dense gradient during step `step` if a topology update follows it."""
-        due = self._due(step)
-        for layer in model.layers:
-            layer.capture = due
-            layer.dense_grad = None
-
     def after_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         if self._due(step):
             self.update_topology(model, optimizer, self._epoch(step))
-        self._arm(model, step + 1)
 
     @torch.no_grad()
     def update_topology(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:

@@ -164,3 +164,11 @@ def test_bad_configs(flat, message):
     with pytest.raises(ConfigError, match=message if "\\" in message else None) as err:
         RunConfig.from_flat(flat)
     assert message.replace("\\", "") in str(err.value) or "\\" in message
+
+
+def test_dense_baseline_can_have_the_same_batchnorm(digits):
+    """The Lp-sphere protocol's dense arm is the same BatchNorm MLP trained by SGD (workflows/papers/lp_sphere.yaml)."""
+    tr = Trainer(small_config("dense", **{"model.batchnorm": True, "model.hidden": [32, 16]}), data=digits)
+    assert [n.num_features for n in tr.model.norms] == [32, 16]
+    m = tr.run_epoch()
+    assert m["params_trainable"] == m["params_dense"] + 2 * (32 + 16)
