@@ -50,4 +50,4 @@ class Dense(Method):
     def build(self) -> nn.Module:
         m = self.cfg.model
         return MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
-                   dropout=m.dropout, bias=m.bias, batchnorm=m.batchnorm)
+                   dropout=m.dropout, bias=m.bias, batchnorm=getattr(m, "batchnorm", False))  # diversity reuses this build
