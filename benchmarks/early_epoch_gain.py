@@ -139,25 +139,31 @@ def main(argv=None) -> None:
 
     doc = yaml.safe_load(PROTOCOL.read_text())
     jobs = list(cells(doc, args.experiment, args.dataset, args.seeds, args.epochs, args.arm))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results = run_jobs(jobs, run_one, args.out, args.workers)
+    order = list(dict.fromkeys((j[0]["experiment"], j[0]["dataset"], j[0]["sweep"]) for j in jobs))
+    print(report(doc, results, order))
+
+
+def run_jobs(jobs: list, run_one, out: Path, workers: int, describe=None) -> list[dict]:
+    """Run (key, flat config) jobs in a pool of `workers` processes, appending each result to the JSON-lines file
+    `out`; jobs whose (experiment, config hash) is already there are not rerun. Returns the jobs' results."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     done = {}
-    if args.out.exists():
-        for line in args.out.read_text().splitlines():
+    if out.exists():
+        for line in out.read_text().splitlines():
             r = json.loads(line)
             done[(r["experiment"], r["hash"])] = r
     keys = [(key["experiment"], RunConfig.from_flat(flat).hash()) for key, flat in jobs]
     todo = [j for j, k in zip(jobs, keys) if k not in done]
-    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already in {args.out}", file=sys.stderr, flush=True)
-    with args.out.open("a") as f, mp.get_context("spawn").Pool(args.workers) as pool:
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already in {out}", file=sys.stderr, flush=True)
+    with out.open("a") as f, mp.get_context("spawn").Pool(workers) as pool:
         for i, r in enumerate(pool.imap_unordered(run_one, todo), 1):
             f.write(json.dumps(r) + "\n")
             f.flush()
             done[(r["experiment"], r["hash"])] = r
-            if i % 20 == 0 or i == len(todo):
-                print(f"{i}/{len(todo)} done", file=sys.stderr, flush=True)
-    wanted = set(keys)
-    order = list(dict.fromkeys((j[0]["experiment"], j[0]["dataset"], j[0]["sweep"]) for j in jobs))
-    print(report(doc, [r for k, r in done.items() if k in wanted], order))
+            if describe or i % 20 == 0 or i == len(todo):
+                print(f"{i}/{len(todo)} " + (describe(r) if describe else "done"), file=sys.stderr, flush=True)
+    return [done[k] for k in dict.fromkeys(keys) if k in done]
 
 
 if __name__ == "__main__":

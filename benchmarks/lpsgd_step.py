@@ -16,7 +16,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from methods.lp_sphere import SemiMaskedLinear
 from methods.lpsgd import LpSGD
 from methods.models import MLP
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from early_epoch_gain import cells  # noqa: E402  (benchmarks/ is this script's directory)
+from early_epoch_gain import cells, run_jobs  # noqa: E402  (benchmarks/ is this script's directory)
 
 from methods import DataConfig, RunConfig, Trainer, load_dataset  # noqa: E402
 
@@ -108,26 +107,11 @@ def main(argv=None) -> None:
     jobs = [(key, {**flat, **overrides})
             for key, flat in cells(doc, args.experiment, args.dataset, args.seeds, args.epochs, args.arm)
             if not args.sweep or key["sweep"] in {json.dumps(json.loads(v)) for v in args.sweep}]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if args.out.exists():
-        for line in args.out.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["experiment"], r["hash"])] = r
-    keys = [(key["experiment"], RunConfig.from_flat(flat).hash()) for key, flat in jobs]
-    todo = [j for j, k in zip(jobs, keys) if k not in done]
-    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already in {args.out}", file=sys.stderr, flush=True)
-    with args.out.open("a") as f, mp.get_context("spawn").Pool(args.workers) as pool:
-        for i, r in enumerate(pool.imap_unordered(run_one, todo), 1):
-            f.write(json.dumps(r) + "\n")
-            f.flush()
-            done[(r["experiment"], r["hash"])] = r
-            print(f"{i}/{len(todo)} {r['experiment']} {r['arm']} {r['sweep']} seed {r['seed']}: "
-                  f"test_acc {r['test_acc']:.4f} ({r['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    wanted = set(keys)
+    results = run_jobs(jobs, run_one, args.out, args.workers, describe=lambda r: (
+        f"{r['experiment']} {r['arm']} {r['sweep']} seed {r['seed']}: test_acc {r['test_acc']:.4f} ({r['seconds']:.0f} s)"))
     order = list(dict.fromkeys((j[0]["experiment"], j[0]["dataset"], j[0]["sweep"]) for j in jobs))
     print(f"overrides: epochs={args.epochs or 'protocol'} seeds={args.seeds or 'protocol'} {overrides}")
-    print(report(doc, [r for k, r in done.items() if k in wanted], order))
+    print(report(doc, results, order))
 
 
 if __name__ == "__main__":
