@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", default=None)
 
     d = sub.add_parser("demo", help="small search over every registered method on digits, then the table")
-    # 8 methods x 4 trials x 12 epochs: 4.7-5.5 min wall on 2 CPU cores (measured from clean clones).
+    # 11 methods x 4 trials x 12 epochs: 5.6 min wall on 2 CPU cores (measured from a clean clone, 44 trials).
     common(d, epochs=12, samples=4)
 
     r = sub.add_parser("reproduce", help="run a paper's protocol over seeds; its table and plots, published vs measured")
