@@ -18,7 +18,9 @@ authors' code WilliamLiPro/LpSS at commit 9c8cbc1).
 Choices where the code is ambiguous or looks unintended, each an option:
 - `grow_by: signed` (default) ranks candidates by the signed normalised gradient, as the authors' code does (the
   published table was produced with it); `magnitude` ranks by |G|, as RigL does (dossier pitfall 6).
-- K keeps only entries that are active now (the threshold prunes); masked entries come back only by growth.
+- K keeps only entries that are active now: the authors threshold W after `prune.remove`, i.e. W * M, so masked
+  entries (0) never pass a positive threshold (optimizer/core.py `sparsify_weight`, commit 527ed00); masked
+  entries come back only by growth.
 - The dense gradient is that of the step just taken (captured from the backward pass of W * M, whose gradient
   is dense), not of a second forward/backward after the step as in the authors' code: one pass instead of two.
 Which layers are constrained: every hidden layer's weight; the classifier (`constrain_classifier: false`, the
@@ -222,8 +224,11 @@ class LpSphere(LpSGDMethod):
             if n_grow:
                 gn = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
                 score = gn if m.grow_by == "signed" else gn.abs()
-                score = score.masked_fill(keep, float("-inf"))
+                # As grow_maximum does: kept entries score 0 and may fill the top-k (a no-op), so a negative signed
+                # gradient is never grown while a zero-score slot is left.
+                score = score.masked_fill(keep, 0.0)
                 grown.view(-1)[torch.topk(score.flatten(), n_grow).indices] = True
+                grown &= ~keep
             new = keep | grown
             changed = new ^ mask
             mask.copy_(new)
