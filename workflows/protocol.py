@@ -174,16 +174,20 @@ def _fail(where: str, message: str):
     raise ProtocolError(f"{where}: {message}")
 
 
+def _keys(d: dict, where: str, allowed: set[str], required: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    missing = next((k for k in required if k not in d), None)
+    if missing:
+        _fail(where, f"missing key {missing!r}")
+
+
 def _paper(doc: Any, path: Path) -> Paper:
     where = str(path)
     if not isinstance(doc, dict):
         _fail(where, "expected a mapping with keys paper, title, arxiv, experiments")
-    unknown = sorted(set(doc) - TOP_KEYS)
-    if unknown:
-        _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
-    for key in ("paper", "title", "arxiv", "experiments"):
-        if key not in doc:
-            _fail(where, f"missing key {key!r}")
+    _keys(doc, where, TOP_KEYS, ("paper", "title", "arxiv", "experiments"))
     if doc["paper"] != path.stem:
         _fail(where, f"paper: {doc['paper']!r} must equal the file name {path.stem!r}")
     # null only for protocols that reproduce no paper (baselines.yaml).
@@ -212,12 +216,7 @@ def _experiment(e: Any, where: str) -> Experiment:
     if "name" not in e:
         _fail(where, "missing key 'name'")
     where = f"{where.rsplit(': experiment', 1)[0]}: experiment {e['name']}"
-    unknown = sorted(set(e) - EXP_KEYS)
-    if unknown:
-        _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(EXP_KEYS))}")
-    for key in ("epochs", "seeds", "metric", "methods"):
-        if key not in e:
-            _fail(where, f"missing key {key!r}")
+    _keys(e, where, EXP_KEYS, ("epochs", "seeds", "metric", "methods"))
     if ("dataset" in e) == ("datasets" in e):
         _fail(where, "give exactly one of 'dataset' and 'datasets'")
     if "datasets" in e and (not isinstance(e["datasets"], list) or not e["datasets"]):
@@ -277,9 +276,7 @@ def _experiment(e: Any, where: str) -> Experiment:
 def _published(c: Any, where: str, exp: Experiment, defaults: dict[str, Any]) -> Published:
     if not isinstance(c, dict):
         _fail(where, "expected a mapping")
-    unknown = sorted(set(c) - CELL_KEYS)
-    if unknown:
-        _fail(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(CELL_KEYS))}")
+    _keys(c, where, CELL_KEYS)
     if c.get("method") not in exp.arms:
         _fail(where, f"method: {c.get('method')!r} is not an arm of the experiment; arms: {', '.join(exp.arms)}")
     source = c.get("source", defaults.get("published_source"))

@@ -139,24 +139,17 @@ class CellDecoder:
         return self.tags_of[config["cell"]]
 
 
-def _children(c, exp_id: str, parent: str, status: str):
-    return c.search_runs([exp_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent}' and tags.stage = 'final' "
-                                                 f"and attributes.status = '{status}'", max_results=50000,
-                         order_by=["attributes.start_time DESC"])
+def _finals(c, exp_id: str, parent: str, status: str):
+    return tracking.children(c, exp_id, parent, status, where="tags.stage = 'final'")
 
 
 def finished_keys(c, exp_id: str, parent: str) -> set[str]:
-    return {r.data.tags[TAG_CELL] for r in _children(c, exp_id, parent, "FINISHED") if TAG_CELL in r.data.tags}
+    return {r.data.tags[TAG_CELL] for r in _finals(c, exp_id, parent, "FINISHED") if TAG_CELL in r.data.tags}
 
 
 def close_runs_of(c, exp_id: str, parent: str, keys: set[str], status: str) -> int:
     """Mark this command's cells' runs still RUNNING with `status`; another driver's cells are left alone."""
-    n = 0
-    for r in _children(c, exp_id, parent, "RUNNING"):
-        if r.data.tags.get(TAG_CELL) in keys:
-            c.set_terminated(r.info.run_id, status=status)
-            n += 1
-    return n
+    return tracking.close_open_children(c, exp_id, parent, status, only=lambda r: r.data.tags.get(TAG_CELL) in keys)[0]
 
 
 def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = True, study: str | None = None
@@ -224,7 +217,7 @@ def read_records(uri: str, paper: str, exp: Experiment, parent: str, planned: se
     protocol was edited, fewer seeds) stay in MLflow but never reach the table."""
     c = tracking.client(uri)
     exp_id = c.get_experiment_by_name(experiment_name(paper)).experiment_id
-    runs = _children(c, exp_id, parent, "FINISHED")
+    runs = _finals(c, exp_id, parent, "FINISHED")
     histories = {c_.metric for c_ in exp.published if c_.statistic in ("max", "relative_gain_epochs_1_5")}
     curves = any(c_.percent is not None for c_ in exp.published) or any(
         "train.prune_curve" in {**exp.common, **arm} for arm in exp.arms.values())

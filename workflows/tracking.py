@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -191,18 +191,21 @@ def last_logged_epoch(c: MlflowClient, run_id: str) -> int:
     return int(max((m.value for m in hist), default=0))
 
 
-def _children(c: MlflowClient, experiment_id: str, parent_run_id: str):
-    return c.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=50000)
+def children(c: MlflowClient, experiment_id: str, parent_run_id: str, status: str | None = None, where: str = ""):
+    """The parent's child runs, newest first; optionally of one status and with an extra filter clause."""
+    flt = f"tags.`{PARENT_TAG}` = '{parent_run_id}'" + (f" and attributes.status = '{status}'" if status else "")
+    return c.search_runs([experiment_id], filter_string=flt + (f" and {where}" if where else ""), max_results=50000,
+                         order_by=["attributes.start_time DESC"])
 
 
-def close_open_children(c: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> tuple[int, Counter]:
-    """Mark the parent's child runs still RUNNING with `status`. Returns how many there were and the count of
-    every child's status afterwards (one query for both)."""
-    children = _children(c, experiment_id, parent_run_id)
+def close_open_children(c: MlflowClient, experiment_id: str, parent_run_id: str, status: str,
+                        only: Callable[[Any], bool] | None = None) -> tuple[int, Counter]:
+    """Mark the parent's child runs still RUNNING with `status` (only those `only(run)` accepts, e.g. one driver's
+    own cells). Returns how many there were and the count of every child's status afterwards (one query for both)."""
     closed = 0
     statuses: Counter = Counter()
-    for r in children:
-        if r.info.status == "RUNNING":
+    for r in children(c, experiment_id, parent_run_id):
+        if r.info.status == "RUNNING" and (only is None or only(r)):
             c.set_terminated(r.info.run_id, status=status)
             closed += 1
             statuses[status] += 1
