@@ -1,14 +1,46 @@
 """The dense MLP baseline: the reference every parameter-efficient method is compared with."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import nn
 
 from .base import Method
-from .config import ModelConfig, spec
+from .config import ConfigError, ModelConfig, RunConfig, spec
+from .data import DataInfo
 from .models import ACTIVATIONS, MLP
 from .registry import register_method
+from .wrn import ARCHS, LayerFactory, build_wrn
+
+# `model.arch` of the methods that also train the Lp-sphere paper's wide ResNets (dense, lp_sgd, lp_sphere).
+ARCH_CHOICES = ("mlp", *ARCHS)
+# Keys that shape only an MLP: with a wide ResNet a changed value would be silently ignored, so it is refused.
+MLP_ONLY = ("hidden", "activation", "dropout", "bias", "decor_init")
+
+
+def arch_spec():
+    return spec("mlp", choices=ARCH_CHOICES, help="mlp (model.hidden), or a wide ResNet of the Lp-sphere paper for "
+                                                  "image data (methods/wrn.py; it always has BatchNorm)")
+
+
+def check_arch(cfg: RunConfig) -> None:
+    m = cfg.model
+    if getattr(m, "arch", "mlp") == "mlp":
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(m)}
+    for key in MLP_ONLY:
+        if key in defaults and getattr(m, key) != defaults[key]:
+            raise ConfigError(f"model.{key}={getattr(m, key)!r} shapes an MLP, but model.arch={m.arch!r}: "
+                              f"leave it at its default or use model.arch=mlp")
+    if cfg.train.prune_curve:
+        raise ConfigError(f"train.prune_curve removes the hidden nodes of an MLP; model.arch={m.arch!r} is a ResNet")
+
+
+def build_arch(m: ModelConfig, info: DataInfo, wrn_factory: LayerFactory | None = None) -> nn.Module | None:
+    """The wide ResNet `m.arch` for the dataset (input channels and classes from `info`), None for an MLP."""
+    arch = getattr(m, "arch", "mlp")
+    return None if arch == "mlp" else build_wrn(arch, info.name, info.input_shape, info.num_classes, wrn_factory)
 
 
 @dataclass(frozen=True)
@@ -41,13 +73,22 @@ class DenseConfig(MLPConfig):
     # The Lp-sphere paper's dense baseline is its BatchNorm network trained by SGD (dossier lp_sphere.md 2, 3.1):
     # the same MLP as lp_sgd / lp_sphere, with BatchNorm after every hidden layer, compares like with like.
     batchnorm: bool = spec(False, help="BatchNorm after every hidden layer")
+    # The paper's image rows train wide ResNets (dossier 3.2); its dense baseline is the same net trained by SGD.
+    arch: str = arch_spec()
 
 
 @register_method("dense")
 class Dense(Method):
     Config = DenseConfig
 
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        check_arch(cfg)
+
     def build(self) -> nn.Module:
         m = self.cfg.model
+        net = build_arch(m, self.info)
+        if net is not None:
+            return net
         return MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
                    dropout=m.dropout, bias=m.bias, batchnorm=getattr(m, "batchnorm", False))  # diversity reuses this build

@@ -23,9 +23,15 @@ Choices where the code is ambiguous or looks unintended, each an option:
   entries come back only by growth.
 - The dense gradient is that of the step just taken (captured from the backward pass of W * M, whose gradient
   is dense), not of a second forward/backward after the step as in the authors' code: one pass instead of two.
-Which layers are constrained: every hidden layer's weight; the classifier (`constrain_classifier: false`, the
-authors exclude the last fc), biases and BatchNorm stay free (dossier 1.1 and pitfall 4). Masks cover every weight
-layer, classifier included (dossier 5.3). The authors' summed loss and per-step rate schedule/batch_size become,
+Which layers are constrained (dossier 1.1 and pitfall 4), read from each layer's place, never from parameter names:
+- MLP (`model.arch: mlp`): every hidden layer's weight, one entry of `model.p` each;
+- wide ResNet (`model.arch: wrn12 | wrn18 | wrn22_2 | wrn22_4`, methods/wrn.py): the roles of `lpss_constrained`:
+  the block convs, and the stem only on inputs of >= 2 channels; 1x1 shortcuts stay free. `model.p` has one entry
+  per slot of `lpss_p_slots` (the stem and every block conv, in forward order): the stem consumes its entry even
+  where it stays free (the authors' `net_lp` indexing, dossier pitfall 11);
+- the classifier only with `constrain_classifier: true` (the authors exclude the last fc; it takes the last entry);
+  biases and BatchNorm always stay free.
+Masks cover every weight layer, classifier and shortcuts included (dossier 5.3). The authors' summed loss and per-step rate schedule/batch_size become,
 with sparsebench's mean loss, rate `train.lr` for the free parameters and mixing rate `train.lr / batch_size`
 for the constrained ones (`model.mix_rate` overrides it): the same dynamics (dossier 1.2, pitfall 5).
 """
@@ -33,48 +39,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import Method
 from .config import ConfigError, RunConfig, spec
-from .dense import MLPShapeConfig
-from .layers import WeightLayer
+from .dense import MLPShapeConfig, arch_spec, build_arch, check_arch
+from .layers import WeightLayer, weight_layers
 from .lpsgd import LpSGD
 from .models import MLP
 from .registry import register_method
+from .semi_masked import SemiMaskedLinear, semi_masked_factory
+from .wrn import ARCHS, WideResNet, lpss_constrained, lpss_p_slots, p_slot_count
 
-
-class SemiMaskedLinear(nn.Linear, WeightLayer):
-    """A linear layer whose forward pass uses W * M while W keeps the latent values of masked entries.
-
-    Autograd through W * M gives masked entries a zero gradient; the gradient of the product itself is dense and is
-    kept in `dense_grad` when `capture` is set (the topology update's growth criterion; a reference, no copy)."""
-
-    def __init__(self, n_in: int, n_out: int, bias: bool = True):
-        super().__init__(n_in, n_out, bias=bias)
-        self.register_buffer("mask", torch.ones(n_out, n_in, dtype=torch.bool))
-        self.capture = False
-        self.dense_grad: torch.Tensor | None = None
-
-    def _stash(self, grad: torch.Tensor) -> None:
-        self.dense_grad = grad.detach()
-
-    def effective_weight(self) -> torch.Tensor:
-        return self.weight * self.mask
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight * self.mask
-        if self.capture and w.requires_grad:
-            w.register_hook(self._stash)
-        return F.linear(x, w, self.bias)
-
-    def num_trainable(self, updated: Callable[[nn.Parameter], bool]) -> int:
-        n = int(self.mask.sum()) if updated(self.weight) else 0
-        return n + (self.bias.numel() if self.bias is not None and updated(self.bias) else 0)
+__all__ = ["LpSGDMethod", "LpSphere", "SemiMaskedLinear", "lp_layers"]
 
 
 @dataclass(frozen=True)
@@ -86,42 +66,52 @@ class LpSGDConfig(MLPShapeConfig):
     p: tuple[float, ...] = spec((1.3,), gt=1.0, help="Lp exponent(s) of the constrained layers")
     constrain_classifier: bool = spec(False, help="also keep the classifier's rows on the sphere (the authors do not)")
     mix_rate: float = spec(0.0, ge=0.0, lt=1.0, help="LpSGD mixing rate; 0: train.lr / train.batch_size (authors)")
+    arch: str = arch_spec()
 
 
-def constrained_layers(method: Method, model: MLP) -> list[int]:
-    n = len(model.layers)
-    return list(range(n)) if method.cfg.model.constrain_classifier else list(range(n - 1))
+def p_entries(m) -> int:
+    """How many exponents a per-layer `model.p` list has for this config (module docstring)."""
+    base = len(m.hidden) if m.arch == "mlp" else p_slot_count(ARCHS[m.arch][1])
+    return base + (1 if m.constrain_classifier else 0)
 
 
-def layer_ps(cfg: RunConfig, n_constrained: int) -> list[float]:
-    ps = list(cfg.model.p)
-    return ps * n_constrained if len(ps) == 1 else ps
+def lp_layers(cfg: RunConfig, model: nn.Module) -> list[tuple[WeightLayer, float]]:
+    """(layer, p) of every layer whose rows LpSGD keeps on the unit Lp sphere (module docstring)."""
+    m = cfg.model
+    ps = list(m.p) * p_entries(m) if len(m.p) == 1 else list(m.p)
+    layers = weight_layers(model)
+    if isinstance(model, WideResNet):
+        chosen = [(l, ps[k]) for l, k in zip(layers, lpss_p_slots(model)) if k is not None and lpss_constrained(l)]
+    else:
+        chosen = list(zip(layers[:-1], ps))
+    if m.constrain_classifier:
+        chosen.append((layers[-1], ps[-1]))
+    return chosen
 
 
-def lp_optimizer(method: Method, model: MLP) -> LpSGD:
+def lp_optimizer(cfg: RunConfig, model: nn.Module) -> LpSGD:
     """One group per constrained layer weight (its own p), one for everything else. The constrained groups'
     rate is the mixing rate; a learning-rate schedule scales both alike."""
-    cfg, t = method.cfg, method.cfg.train
-    idx = constrained_layers(method, model)
+    t = cfg.train
     mix = cfg.model.mix_rate or t.lr / t.batch_size
-    groups, constrained = [], set()
-    for i, p in zip(idx, layer_ps(cfg, len(idx))):
-        w = model.layers[i].weight
-        groups.append({"params": [w], "lp": p, "lr": mix})
-        constrained.add(id(w))
+    chosen = lp_layers(cfg, model)
+    constrained = {id(layer.weight) for layer, _ in chosen}
     free = [q for q in model.parameters() if q.requires_grad and id(q) not in constrained]
-    groups.append({"params": free, "lp": None})
+    # The free group first: the Trainer reports param_groups[0]'s rate as the epoch's `lr`.
+    groups = [{"params": free, "lp": None}] + [{"params": [layer.weight], "lp": p, "lr": mix} for layer, p in chosen]
     return LpSGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
 
 
 def check_lp(cfg: RunConfig) -> None:
+    check_arch(cfg)
     m = cfg.model
-    n = len(m.hidden) + (1 if m.constrain_classifier else 0)
-    if len(m.p) not in (1, n):
-        raise ConfigError(f"model.p={list(m.p)}: give one exponent, or one per constrained layer ({n} here: the "
-                          f"hidden layers" + (" and the classifier" if m.constrain_classifier else "") + ")")
+    n = p_entries(m)
     if n == 0:
         raise ConfigError("model.hidden=[] with constrain_classifier=false leaves no layer on the Lp sphere")
+    if len(m.p) not in (1, n):
+        what = "the hidden layers" if m.arch == "mlp" else f"the stem and block convs of {m.arch}"
+        raise ConfigError(f"model.p={list(m.p)}: give one exponent, or one per constrained layer ({n} here: "
+                          f"{what}" + (" and the classifier" if m.constrain_classifier else "") + ")")
 
 
 @register_method("lp_sgd")
@@ -137,11 +127,12 @@ class LpSGDMethod(Method):
 
     def build(self) -> nn.Module:
         m = self.cfg.model
-        return MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
-                   dropout=m.dropout, bias=m.bias, batchnorm=m.batchnorm)
+        return build_arch(m, self.info) or MLP((self.info.in_features, *m.hidden, self.info.num_classes),
+                                               activation=m.activation, dropout=m.dropout, bias=m.bias,
+                                               batchnorm=m.batchnorm)
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return lp_optimizer(self, model)
+        return lp_optimizer(self.cfg, model)
 
 
 @dataclass(frozen=True)
@@ -177,14 +168,14 @@ class LpSphere(LpSGDMethod):
 
     def build(self) -> nn.Module:
         m = self.cfg.model
-        model = MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
-                    dropout=m.dropout, bias=m.bias, batchnorm=m.batchnorm,
-                    factory=lambda a, b, bias, i: SemiMaskedLinear(a, b, bias=bias))
-        for layer in model.layers:   # exactly ceil(s0 * n) zeros per layer, at random (sparse_optimizer.py)
+        model = build_arch(m, self.info, semi_masked_factory) or MLP(
+            (self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation, dropout=m.dropout,
+            bias=m.bias, batchnorm=m.batchnorm, factory=lambda a, b, bias, i: SemiMaskedLinear(a, b, bias=bias))
+        for layer in weight_layers(model):   # exactly ceil(s0 * n) zeros per layer, at random (sparse_optimizer.py)
             n = layer.mask.numel()
             off = torch.randperm(n, generator=self.gen)[: math.ceil(m.initial_sparsity * n)]
             layer.mask.view(-1)[off] = False
-        for layer in model.layers:
+        for layer in weight_layers(model):
             # Always: the stash is a reference to a gradient autograd computes anyway, and a run resumed just before
             # an update step needs it as much as an uninterrupted one.
             layer.capture = True
@@ -207,14 +198,17 @@ class LpSphere(LpSGDMethod):
             self.update_topology(model, optimizer, self._epoch(step))
 
     @torch.no_grad()
-    def update_topology(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    def update_topology(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         m = self.cfg.model
         begin, end = self._window()
         h = m.drop_fraction * (0.5 * math.cos(math.pi * (epoch - begin) / (end - begin)) + 0.5)
-        for layer in model.layers:
-            w, mask, g = layer.weight, layer.mask, layer.dense_grad
-            if g is None:      # no gradient this step (cannot happen in the Trainer's loop): keep the topology
+        for layer in weight_layers(model):
+            if layer.dense_grad is None:   # no gradient this step (cannot happen in the Trainer's loop): keep it
                 continue
+            # Rows = output units: a linear layer's rows, a conv's filters flattened (dossier 1.1). Views, so
+            # `mask.copy_` below writes the layer's own mask.
+            rows = layer.weight.shape[0]
+            w, mask, g = (t.view(rows, -1) for t in (layer.weight, layer.mask, layer.dense_grad))
             active = mask.sum(1, keepdim=True).clamp_min(1)
             thr = h * (w.abs() * mask).sum(1, keepdim=True) / active
             keep = mask & (w.abs() >= thr)
@@ -232,10 +226,10 @@ class LpSphere(LpSGDMethod):
             new = keep | grown
             changed = new ^ mask
             mask.copy_(new)
-            buf = optimizer.state.get(w, {}).get("momentum_buffer")
+            buf = optimizer.state.get(layer.weight, {}).get("momentum_buffer")
             if buf is not None:     # momentum of dropped and grown entries restarts at 0
-                buf.masked_fill_(changed, 0.0)
-        zeros = sum(int((~l.mask).sum()) for l in model.layers)
+                buf.view(rows, -1).masked_fill_(changed, 0.0)
+        zeros = sum(int((~l.mask).sum()) for l in weight_layers(model))
         total = sum(p.numel() for p in model.parameters())
         s, target = zeros / total, m.sparsity
         d = m.grow_fraction_d

@@ -11,7 +11,9 @@ Definitions
 - neurons_active / neuron_sparsity: a hidden unit is active when it has at least one nonzero incoming AND
   at least one nonzero outgoing effective weight; a unit lacking either passes nothing that depends on the
   input to the output. Per-layer `neurons_no_in` / `neurons_no_out` keep the counts for the other
-  conventions (shared/papers/set_neuron_pruning.md section 5: the paper's convention is unknown).
+  conventions (shared/papers/set_neuron_pruning.md section 5: the paper's convention is unknown). In a
+  residual network a unit is a channel of a group that several layers write (summed) and read: it is active
+  when any writer has an incoming and any reader an outgoing nonzero weight (`unit_groups`).
 - hoyer: Hoyer (2004) sparsity of each output unit's effective weight vector, H(w) = (sqrt(d) -
   |w|_1/|w|_2) / (sqrt(d) - 1), averaged over the units of a layer, then over layers weighted by their
   number of weights (as `Hoyer_layer_sparsity` / `Hoyer_net_sparsity` in WilliamLiPro/LpSS myFunction.py,
@@ -99,6 +101,14 @@ def weights_nonzero(model: nn.Module) -> torch.Tensor:
     return sum(torch.count_nonzero(l.effective_weight().detach()) for l in weight_layers(model))
 
 
+def unit_groups(model: nn.Module, n_layers: int) -> list[tuple[list[int], list[int]]]:
+    """(producers, consumers) of every group of hidden units, as indices into `weight_layers(model)`: the model's
+    own `unit_groups()` (a residual network, methods/wrn.py), else a chain where layer i feeds layer i + 1."""
+    if hasattr(model, "unit_groups"):
+        return model.unit_groups()
+    return [([i], [i + 1]) for i in range(n_layers - 1)]
+
+
 def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
     """Parameter, sparsity, neuron and Hoyer metrics (network-level and per layer `layer<k>/...`)."""
     layers = weight_layers(model)
@@ -119,15 +129,20 @@ def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
         out[f"layer{i}/weight_sparsity"] = 1.0 - n / w.numel()
         out[f"layer{i}/hoyer"] = h
 
-    # Hidden units: outputs of every layer but the last, inputs of the next (a feed-forward chain).
+    # Hidden units, in groups written by `producers` and read by `consumers` (`unit_groups`): a unit is active when
+    # some producer has a nonzero incoming weight for it and some consumer a nonzero outgoing one. The group is
+    # named after its first producer, so in an MLP group i is layer i's outputs.
     active_total = hidden_total = 0
-    for i in range(len(ws) - 1):
-        if ws[i].shape[0] != ws[i + 1].shape[1]:
-            raise ValueError(f"layer{i} has {ws[i].shape[0]} outputs but layer{i + 1} has {ws[i + 1].shape[1]} inputs: "
-                             f"neuron metrics need a chain of weight layers")
-        has_in, has_out = nz_in[i], nz_out[i + 1]
+    for producers, consumers in unit_groups(model, len(ws)):
+        units = {ws[p].shape[0] for p in producers} | {ws[c].shape[1] for c in consumers}
+        if len(units) != 1:
+            raise ValueError(f"layers {producers} write and layers {consumers} read a group of units, but their "
+                             f"widths differ ({sorted(units)}): the model's unit_groups() does not fit its layers")
+        has_in = torch.stack([nz_in[p] for p in producers]).any(0)
+        has_out = torch.stack([nz_out[c] for c in consumers]).any(0)
         active = int((has_in & has_out).sum())
-        units = ws[i].shape[0]
+        units = units.pop()
+        i = producers[0]
         out[f"layer{i}/neurons_active"] = active
         out[f"layer{i}/neuron_sparsity"] = 1.0 - active / units
         out[f"layer{i}/neurons_no_in"] = int((~has_in).sum())
@@ -217,12 +232,13 @@ def diversity(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     """act_corr, weight_cos, weight_pearson, dead_units (network and `layer<k>/...` per hidden layer) on batch `x`.
 
     The model's forward must accept `return_hidden=True` and return (logits, [hidden activations per layer]);
-    hidden layer k is the output of weight layer k."""
+    hidden layer k is the output of weight layer k, or of `model.hidden_weight_layers()[k]` where the model
+    defines it (a residual network's stage outputs, methods/wrn.py)."""
     was_training = model.training
     model.eval()
     _, hidden = model(x, return_hidden=True)
     model.train(was_training)
-    layers = weight_layers(model)
+    layers = model.hidden_weight_layers() if hasattr(model, "hidden_weight_layers") else weight_layers(model)
     values = []                       # device tensors; one transfer at the end
     for k, a in enumerate(hidden):
         a = units_2d(a).double()

@@ -166,6 +166,36 @@ class WideResNet(nn.Module):
         modules each time, so a layer replaced after construction is seen."""
         return [self.conv1, *self._block_layers(), self.fc]
 
+    def unit_groups(self) -> list[tuple[list[int], list[int]]]:
+        """The hidden units of the network for methods/metrics.py, as groups of channels (indices into
+        `weight_layers()`): (producers, consumers). A channel of a group is written by the producers (their outputs
+        are summed into it) and read by the consumers. Inside a block conv1 feeds conv2 alone; the residual
+        stream of a stage is written by the stem or the shortcut and every block's conv2 (identity shortcuts add
+        to the same stream), and read by every block's conv1, the next 1x1 shortcut, and finally the fc. An MLP is
+        the special case ([i], [i + 1])."""
+        index = {id(l): i for i, l in enumerate(self.weight_layers())}
+        groups = []
+        prod, cons = [index[id(self.conv1)]], []
+        for stage in self.stages():
+            for block in stage:
+                c1, c2 = index[id(block.conv1)], index[id(block.conv2)]
+                cons.append(c1)                      # conv1 reads the stream entering the block
+                groups.append(([c1], [c2]))
+                if block.downsample is None:
+                    prod.append(c2)                  # identity shortcut: conv2 adds to the same stream
+                else:
+                    sc = index[id(block.downsample[0])]
+                    cons.append(sc)                  # the shortcut reads the old stream ...
+                    groups.append((prod, cons))
+                    prod, cons = [c2, sc], []        # ... and with conv2 writes a new one
+        groups.append((prod, cons + [index[id(self.fc)]]))
+        return sorted(groups, key=lambda g: g[0][0])
+
+    def hidden_weight_layers(self) -> list[WeightLayer]:
+        """For each entry of `forward(return_hidden=True)`'s hidden list (a stage's output), the weight layer whose
+        rows are its units' last incoming weights: the stage's last conv2 (methods/metrics.py `diversity`)."""
+        return [stage[-1].conv2 for stage in self.stages()]
+
     def forward(self, x: torch.Tensor, return_hidden: bool = False):
         h = F.relu(self.bn1(self.conv1(x)))
         hidden = []
@@ -200,6 +230,11 @@ def lpss_p_slots(model: WideResNet) -> list[int | None]:
     return slots
 
 
+def p_slot_count(blocks: Sequence[int]) -> int:
+    """Entries of the per-layer p list a net consumes (`lpss_p_slots`): the stem and two convs per block."""
+    return 1 + 2 * sum(blocks)
+
+
 def wide_resnet12_cifar(input_channels: int = 3, num_classes: int = 10,
                         layer_factory: LayerFactory | None = None) -> WideResNet:
     """WRN-12-1 (w = 16, blocks [1, 2, 2]): LpSS's MNIST model (170,298 parameters at 1 channel, 10 classes)."""
@@ -222,3 +257,23 @@ def wide_resnet22_4_cifar(input_channels: int = 3, num_classes: int = 200,
                           layer_factory: LayerFactory | None = None) -> WideResNet:
     """WRN-22-4 (w = 64, blocks [3, 4, 3]): LpSS's Tiny ImageNet model (4,644,120 at 3 channels, 200 classes)."""
     return WideResNet(input_channels, num_classes, 64, (3, 4, 3), layer_factory)
+
+
+# `model.arch` names (methods/lp_sphere.py, methods/dense.py) -> (constructor, blocks). The input channels and
+# classes come from the dataset, so "wrn12" on MNIST is the README's 170,298-parameter net.
+ARCHS: dict[str, tuple[Callable[..., WideResNet], tuple[int, int, int]]] = {
+    "wrn12": (wide_resnet12_cifar, (1, 2, 2)),
+    "wrn18": (wide_resnet18_cifar, (2, 3, 3)),
+    "wrn22_2": (wide_resnet22_2_cifar, (3, 4, 3)),
+    "wrn22_4": (wide_resnet22_4_cifar, (3, 4, 3)),
+}
+
+
+def build_wrn(arch: str, dataset: str, input_shape: Sequence[int], num_classes: int,
+              layer_factory: LayerFactory | None = None) -> WideResNet:
+    """The wide ResNet `arch` for a dataset of image shape [C, H, W]; a one-line error for tabular data."""
+    if len(input_shape) != 3:
+        raise ValueError(f"model.arch={arch!r} needs image data [C, H, W]; dataset {dataset!r} has input shape "
+                         f"{tuple(input_shape)}: use model.arch=mlp")
+    make, _ = ARCHS[arch]
+    return make(int(input_shape[0]), num_classes, layer_factory)

@@ -100,7 +100,8 @@ def test_which_parameters_are_constrained(digits):
     free = next(g for g in groups if g["lp"] is None)["params"]
     assert any(w is layers[-1].weight for w in free)                     # the classifier stays free
     assert all(w.dim() == 1 or w is layers[-1].weight for w in free)      # biases, BatchNorm
-    assert constrained and groups[0]["lr"] == pytest.approx(0.05 / 64)    # mixing rate: lr / batch (authors' coupling)
+    # Mixing rate lr / batch (authors' coupling) for the constrained groups; the free group comes first, at train.lr.
+    assert [g["lr"] for g in groups] == pytest.approx([0.05] + [0.05 / 64] * 2)
 
 
 # ---------------------------------------------------------------- topology (lp_sphere)

@@ -141,9 +141,35 @@ def test_what_metrics_measure_on_a_wrn():
     assert {"act_corr", "weight_cos", "weight_pearson", "dead_units"} <= set(d)
 
 
-@pytest.mark.xfail(raises=ValueError, strict=True,
-                   reason="metrics.structure assumes a chain of weight layers (layer i outputs = layer i+1 inputs); "
-                          "a ResNet's 1x1 shortcut reads the block input, so the check raises")
-def test_structure_runs_on_a_wrn():
-    s = metrics.structure(wide_resnet18_cifar(1, 10))
-    assert s["params_trainable"] == 267_514
+def test_structure_counts_channels_of_residual_groups():
+    """A unit of a residual stream is active while any writer has an incoming and any reader an outgoing weight
+    (methods/metrics.py `unit_groups`); wrn12's groups are read from methods/wrn.py's layer order."""
+    model = wide_resnet12_cifar(1, 10)
+    layers = model.weight_layers()
+    s = metrics.structure(model)
+    assert s["params_trainable"] == 170_298 and s["weight_sparsity"] == 0.0
+    assert s["neurons_active"] == 16 * 2 + 32 * 3 + 64 * 3 and s["neuron_sparsity"] == 0.0
+    # Stage 1's stream (16 channels) is written by the stem (0) and block conv2 (2), read by 1, 3 and the shortcut 5.
+    assert ([0, 2], [1, 3, 5]) in model.unit_groups()
+    with torch.no_grad():
+        layers[0].weight[4] = 0                           # one writer silent: the block still writes channel 4
+        assert metrics.structure(model)["layer0/neurons_no_in"] == 0
+        layers[2].weight[4] = 0                           # both silent: channel 4 carries nothing
+        s = metrics.structure(model)
+        assert s["layer0/neurons_no_in"] == 1 and s["layer0/neurons_active"] == 15
+        assert s["neurons_active"] == 320 - 1
+        for c in (1, 3, 5):                               # nobody reads channel 7
+            layers[c].weight[:, 7] = 0
+        s = metrics.structure(model)
+        assert s["layer0/neurons_no_out"] == 1 and s["layer0/neurons_active"] == 14
+        layers[1].weight[2] = 0                           # block-internal unit: conv1 filter 2 -> conv2 input 2
+        assert metrics.structure(model)["layer1/neurons_no_in"] == 1
+
+
+def test_diversity_uses_each_stage_output_and_its_last_conv():
+    model = wide_resnet12_cifar(1, 10)
+    assert model.hidden_weight_layers() == [model.layer1[-1].conv2, model.layer2[-1].conv2, model.layer3[-1].conv2]
+    d = metrics.diversity(model, torch.randn(64, 1, 16, 16))
+    assert {f"layer{k}/act_corr" for k in range(3)} <= set(d)
+    w = model.layer3[-1].conv2.weight.detach().double()
+    assert d["layer2/weight_cos"] == pytest.approx(float(metrics.mean_abs_cosine(w)[0]))
