@@ -6,7 +6,8 @@
 - `iris`, `wine`, `breast_cancer` (family "sklearn"): the other small tabular sets bundled with scikit-learn,
   with digits' fixed stratified 25% test holdout, standardised per feature with the training statistics.
 - `mushroom`, `climate`, `dna` (family "uci"): see `methods/data_uci.py`; `cifar10` (family "cifar"): see
-  `methods/data_cifar.py`. Both modules read whole files through `fetch_source` (below) and register on import.
+  `methods/data_cifar.py`; `tiny_imagenet` (family "tiny_imagenet"): see `methods/data_tiny_imagenet.py`. These
+  modules read whole files through `fetch_source` (below) and register on import.
 - `mnist`, `fashion_mnist`: the original IDX `.gz` files, read from `$SPARSEBENCH_DATA/<folder>/` (default
   `~/.cache/sparsebench/data`) or downloaded there on first use from the canonical URLs. Every file is
   verified: sha256 of the *decompressed* content where known (re-compressed copies of the same data
@@ -559,6 +560,6 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu", root: Path
 
 
 # Loaders in modules of their own register on import; imported last because they use the helpers above.
-from . import data_cifar, data_uci  # noqa: E402
+from . import data_cifar, data_tiny_imagenet, data_uci  # noqa: E402
 
-LOADER_MODULES = (data_cifar, data_uci)
+LOADER_MODULES = (data_cifar, data_tiny_imagenet, data_uci)
