@@ -147,4 +147,14 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: boo
 # was tuned after the paper, so it may be stronger than the paper's own.
 FASHION_MNIST_LPSS = Augment(pad=4, flip=True, cutout=6, mean=(0.13,), std=(0.31,))
 
-PRESETS: dict[str, Augment] = {"lpss_fashion_mnist": FASHION_MNIST_LPSS}
+# The standard CIFAR augmentation: 4-pixel padding, random crop, horizontal flip, no Cutout (He et al. 2016, arXiv
+# 1512.03385 section 4.2). He et al. pad with zeros; Augment's padding is reflect (as the LpSS demo's), our choice.
+CROP_FLIP = Augment(pad=4, flip=True, cutout=0)
+# Our choice for digits/MNIST: a 2-pixel shift only, no flip (a mirrored digit is another symbol or none, 2 <-> 5).
+CROP = Augment(pad=2, flip=False, cutout=0)
+
+# `train.augment` names (methods/config.py). The Trainer normalises every split once with a preset's mean/std and
+# then applies only crop/flip/Cutout to training batches. That equals this module's (and demo.py's) order: per-channel
+# normalisation commutes with the crop/flip gather (reflect padding only copies pixels; zero padding would not), and
+# Cutout comes after Normalize in demo.py.
+PRESETS: dict[str, Augment] = {"lpss_fashion_mnist": FASHION_MNIST_LPSS, "crop_flip": CROP_FLIP, "crop": CROP}

@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .augment import PRESETS
+
 HASH_LENGTH = 12  # hex characters of sha256; 48 bits is plenty for the trials of one project
 
 
@@ -136,9 +138,24 @@ class TrainConfig(Section):
     # code does (set_mlp_sparse_data_structures.py, dcmocanu/sparse-evolutionary-artificial-neural-networks;
     # shared/papers/set_neuron_pruning.md pitfall 3). With SGD it equals an L2 coefficient of wd/lr.
     decoupled_weight_decay: float = spec(0.0, ge=0.0, lt=1.0, help="per-step multiplicative decay, not scaled by lr")
-    schedule: str = spec("constant", choices=("constant", "step", "cosine"))
+    schedule: str = spec("constant", choices=("constant", "step", "cosine", "piecewise"),
+                         help="lr per epoch (constant/step/cosine), or per optimizer step (piecewise)")
     step_size: int = spec(10, ge=1, help="epochs between decays of the step schedule")
     gamma: float = spec(0.1, gt=0.0, le=1.0, help="decay factor of the step schedule")
+    # Piecewise-linear rate, evaluated at every optimizer step (LpSS demo.py: PiecewiseLinear(knots=[0, E/6, E/3, E-3,
+    # E], vals)(step / len(loader)); dossier shared/papers/lp_sphere.md 3.1). Knots are fractions of train.epochs,
+    # values multiply train.lr. Defaults: demo.py's LpSS shape at E = 50 (0.94 = (50 - 3)/50), its vals [0.04, 2,
+    # 0.5, 0.004, 0.0002] divided by the peak 2, so train.lr is the peak rate. The authors sum the loss over the
+    # batch and step at schedule/batch_size; with our mean loss that is train.lr = 2 (dossier 1.2, pitfall 5).
+    piecewise_knots: tuple[float, ...] = spec((0.0, 1 / 6, 1 / 3, 0.94, 1.0), ge=0.0, le=1.0,
+                                              help="piecewise schedule: knots as fractions of training, 0 ... 1")
+    piecewise_values: tuple[float, ...] = spec((0.02, 1.0, 0.25, 0.002, 0.0001), ge=0.0,
+                                               help="piecewise schedule: multipliers of train.lr at the knots")
+    # Drop each epoch's last partial batch, as demo.py's DataLoader(drop_last=True); BatchNorm fails on a batch of 1.
+    drop_last: bool = spec(False, help="drop the last partial batch of every epoch")
+    # On-device crop/flip/Cutout of every training batch (methods/augment.py); the preset's normalisation is applied
+    # once to every split when the Trainer loads the data. Image datasets only.
+    augment: str = spec("none", choices=("none", *PRESETS), help="training-batch augmentation preset")
     seed: int = spec(0, ge=0, le=2**32 - 1, help="seed of initialisation, data order and dropout")
     # Post-training node pruning (Sci. Rep. 12, 11201, 2022; methods/node_pruning.py): after the last epoch, each
     # percentage of hidden nodes is removed from a copy of the trained network and the copy evaluated, so one run
@@ -153,6 +170,22 @@ class TrainConfig(Section):
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0.0):
             raise ConfigError(f"train.nesterov=True: needs train.optimizer=sgd and train.momentum>0 "
                               f"(got {self.optimizer}, momentum={self.momentum})")
+        self._validate_piecewise()
+
+    def _validate_piecewise(self) -> None:
+        knots, values = self.piecewise_knots, self.piecewise_values
+        if self.schedule != "piecewise":
+            for key in ("piecewise_knots", "piecewise_values"):
+                if getattr(self, key) != getattr(TrainConfig, key):   # the class attribute is the default
+                    raise ConfigError(f"train.{key} is only read by train.schedule=piecewise, not "
+                                      f"{self.schedule!r}; set the schedule or drop the key")
+            return
+        if len(knots) < 2 or len(knots) != len(values):
+            raise ConfigError(f"train.piecewise_knots has {len(knots)} entries and train.piecewise_values "
+                              f"{len(values)}: give the same number, at least 2")
+        if knots[0] != 0.0 or knots[-1] != 1.0 or any(b <= a for a, b in zip(knots, knots[1:])):
+            raise ConfigError(f"train.piecewise_knots={list(knots)}: must increase strictly from 0 to 1 "
+                              f"(fractions of train.epochs)")
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from .config import ConfigError, RunConfig, spec
 from .dense import MLPShapeConfig, arch_spec, build_arch, check_arch
 from .layers import WeightLayer, weight_layers
 from .lpsgd import LpSGD
+from .optim import steps_per_epoch
 from .models import MLP
 from .registry import register_method
 from .semi_masked import SemiMaskedLinear, semi_masked_factory
@@ -157,7 +158,7 @@ class LpSphere(LpSGDMethod):
         self.mask_sparsity = 0.0
         self.updates = 0
         self.gen = torch.Generator().manual_seed(cfg.train.seed + 7919)   # topology stream, apart from data order
-        self.steps_per_epoch = math.ceil(info.n_train / cfg.train.batch_size)
+        self.steps_per_epoch = steps_per_epoch(info.n_train, cfg.train)   # the Trainer's count (drop_last)
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:

@@ -8,9 +8,14 @@ gives bit-identical metrics on CPU (tests/test_train.py).
 
 Hot path habits: the whole dataset is a tensor on the device, batches are index-permutation slices, the
 running loss and accuracy stay on the device, and the host syncs once per epoch (in `_measure`).
+
+For the Lp-sphere image protocol (WilliamLiPro/LpSS demo.py; dossier shared/papers/lp_sphere.md 3.1):
+`train.drop_last` drops each epoch's partial batch, `train.augment` crops/flips/cuts out every training batch on the
+device (methods/augment.py) from its own generator, and `train.schedule=piecewise` sets the rate at every step.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from typing import Any, Callable
@@ -20,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics, node_pruning
-from .config import RunConfig
+from .augment import PRESETS, Augment, normalize
+from .config import ConfigError, RunConfig
 from .data import Dataset, load_dataset
-from .optim import make_scheduler
+from .optim import PER_STEP_SCHEDULES, make_scheduler, steps_per_epoch
 from .registry import get_method
 
 EpochCallback = Callable[[dict[str, float], "Trainer"], None]
@@ -40,19 +46,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def check_batches(cfg: RunConfig, data: Dataset) -> int:
+    """Optimizer steps per epoch; refuses a config that leaves none (known only once the data is loaded)."""
+    n, t = len(data.x_train), cfg.train
+    steps = steps_per_epoch(n, t)
+    if steps == 0:
+        raise ConfigError(f"train.batch_size={t.batch_size} with train.drop_last=true leaves no batch: the training"
+                          f" split of {data.info.name!r} has {n} samples; set train.batch_size <= {n}"
+                          f" or train.drop_last=false")
+    return steps
+
+
+def prepare_augmentation(cfg: RunConfig, data: Dataset) -> tuple[Dataset, Augment | None]:
+    """The data with every split normalised by the preset's mean/std (once), and the per-batch crop/flip/Cutout.
+    Normalise-first equals demo.py's order (crop, flip, Normalize, Cutout): see methods/augment.py PRESETS."""
+    name = cfg.train.augment
+    if name == "none":
+        return data, None
+    preset, shape = PRESETS[name], data.info.input_shape
+    if len(shape) != 3 or preset.pad >= min(shape[1:]):
+        raise ConfigError(f"train.augment={name!r} needs images [C, H, W] larger than its padding {preset.pad};"
+                          f" dataset {data.info.name!r} has input shape {tuple(shape)}: use train.augment=none")
+    if preset.mean is not None:
+        splits = ("x_train", "x_val", "x_test")   # new tensors: a caller's Dataset is never changed
+        data = dataclasses.replace(data, **{k: normalize(getattr(data, k), preset.mean, preset.std) for k in splits})
+    return data, dataclasses.replace(preset, mean=None, std=None)
+
+
+def device_generator(device: torch.device, seed: int) -> torch.Generator:
+    # On the batch's device, so that augmentation draws need no host-to-device copy (methods/augment.py docstring).
+    try:
+        return torch.Generator(device=device).manual_seed(seed)
+    except RuntimeError:   # a backend without its own generators: draw on the host
+        return torch.Generator().manual_seed(seed)
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, device: str | torch.device | None = "cpu", data: Dataset | None = None):
         self.cfg = cfg
         self.device = resolve_device(device)
         seed_everything(cfg.train.seed)
-        self.data = data.to(self.device) if data is not None else load_dataset(cfg.data, self.device)
+        data = data.to(self.device) if data is not None else load_dataset(cfg.data, self.device)
+        self.steps_per_epoch = check_batches(cfg, data)
+        self.data, self.augment = prepare_augmentation(cfg, data)
         self.method = get_method(cfg.method)(cfg, self.data.info)
         self.model = self.method.make_model().to(self.device)
         self.optimizer = self.method.optimizer(self.model)
-        self.scheduler = make_scheduler(self.optimizer, cfg.train)
+        self.scheduler = make_scheduler(self.optimizer, cfg.train, self.steps_per_epoch)
+        self.per_step_schedule = cfg.train.schedule in PER_STEP_SCHEDULES
         self._decay_params = self._decayed()
-        # Data order has its own generator so that dropout or a method's random draws never shift it.
+        # Data order and augmentation have their own generators so that dropout or a method's random draws never
+        # shift them (and augmentation never shifts the order: runs with and without it see the same batches).
         self.order_rng = torch.Generator().manual_seed(cfg.train.seed)
+        # Offset: a stream apart from the order's (same seed) and lp_sphere's topology draws (seed + 7919).
+        self.augment_rng = device_generator(self.device, cfg.train.seed + 104_729) if self.augment else None
         self.epoch = 0
         self.step = 0
         self.seconds = 0.0
@@ -71,7 +118,7 @@ class Trainer:
         schedule = self.scheduler.state_dict()
         self.model = model.to(self.device)
         self.optimizer = self.method.optimizer(self.model)
-        self.scheduler = make_scheduler(self.optimizer, self.cfg.train)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg.train, self.steps_per_epoch)
         self.scheduler.load_state_dict(schedule)
         for g, lr in zip(self.optimizer.param_groups, lrs):
             g["lr"] = lr  # the schedulers' recursive forms read the current rate, not last_epoch
@@ -80,22 +127,26 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def train_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over the training split; returns (mean loss, accuracy) as device tensors."""
-        x, y = self.data.x_train, self.data.y_train
+        x, y, b = self.data.x_train, self.data.y_train, self.cfg.train.batch_size
         self.model.train()
         perm = torch.randperm(len(x), generator=self.order_rng).to(self.device, non_blocking=True)
-        batches = perm.split(self.cfg.train.batch_size)
+        if self.cfg.train.drop_last:
+            perm = perm[: self.steps_per_epoch * b]   # a fresh permutation's tail dropped, as DataLoader(drop_last)
+        batches = perm.split(b)
         # Per step only the loss and the predicted classes are kept; reductions happen once per epoch.
         losses, preds = [], []
         for idx in batches:
             loss, out = self.train_step(x[idx], y[idx])
             losses.append(loss)
             preds.append(out.argmax(1))
-        sizes = torch.tensor([len(b) for b in batches], dtype=torch.float32, device=self.device)
-        return torch.stack(losses) @ sizes / len(x), (torch.cat(preds) == y[perm]).double().mean()
+        sizes = torch.tensor([len(idx) for idx in batches], dtype=torch.float32, device=self.device)
+        return torch.stack(losses) @ sizes / len(perm), (torch.cat(preds) == y[perm]).double().mean()
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; returns the (detached) cross-entropy and logits."""
         model, opt, method = self.model, self.optimizer, self.method
+        if self.augment is not None:
+            xb = self.augment(xb, self.augment_rng)   # crop/flip/Cutout; the data is already normalised
         if method.needs_hidden:
             out, hidden = model(xb, return_hidden=True)
         else:
@@ -110,13 +161,16 @@ class Trainer:
                 torch._foreach_mul_(self._decay_params, 1.0 - self.cfg.train.decoupled_weight_decay)
         self.step += 1
         method.after_step(model, opt, self.step)
+        if self.per_step_schedule:
+            self.scheduler.step()   # the next step's rate (LpSS sparse_training.py sets it before every step)
         return loss.detach(), out.detach()
 
     def run_epoch(self) -> dict[str, float]:
         start = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with (per-step: its first step's)
         loss, acc = self.train_epoch()
-        self.scheduler.step()
+        if not self.per_step_schedule:
+            self.scheduler.step()
         self.epoch += 1
         # Measure the network as trained, then let the method change its topology for the next epoch (the
         # SET code tests before weightsEvolution); the checkpoint taken after this holds the changed topology.
@@ -175,6 +229,7 @@ class Trainer:
             "method": self.method.state_dict(),
             "rng": {
                 "order": self.order_rng.get_state(),
+                **({"augment": self.augment_rng.get_state()} if self.augment_rng is not None else {}),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "numpy": np.random.get_state(),
@@ -197,6 +252,8 @@ class Trainer:
         self.history = list(state["history"])
         rng = state["rng"]
         self.order_rng.set_state(rng["order"])
+        if self.augment_rng is not None:
+            self.augment_rng.set_state(rng["augment"])
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])

@@ -112,5 +112,6 @@ def test_non_chain_model_is_refused():
 
     m = hand_built()
     m.layers[1] = DenseLinear(5, 2)  # 3 hidden outputs feed a layer expecting 5 inputs
-    with pytest.raises(ValueError, match="chain"):
+    with pytest.raises(ValueError, match=r"layers \[0\] write and layers \[1\] read a group of units, but their widths "
+                                         r"differ \(\[3, 5\]\)"):
         structure(m)
