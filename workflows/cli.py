@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import methods
@@ -149,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--tracking-uri", default=None)
     u.add_argument("--port", type=_port, default=5000)
     u.add_argument("--workers", type=_positive_int, default=1, help="server processes (one is plenty for one user)")
+    v = sub.add_parser("server", help="MLflow tracking server (SQL store + artifacts) for studies on a cluster")
+    v.add_argument("--backend-store-uri", default=None,
+                   help="SQL store: sqlite:///<file> (default: mlflow.db here) or postgresql://... for a cluster")
+    v.add_argument("--artifacts-destination", default=None, help="where served artifacts are stored (default: ./mlartifacts)")
+    v.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    v.add_argument("--port", type=_port, default=5000)
+    v.add_argument("--workers", type=_positive_int, default=4, help="server processes (concurrent trials log at once)")
+    v.add_argument("--allowed-hosts", default=None,
+                   help="Host headers the server accepts when reached by name (MLflow's DNS-rebinding protection)")
     return p
 
 
@@ -251,6 +261,23 @@ def cmd_ui(args) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def cmd_server(args) -> int:
+    from .server import check_backend, default_backend, is_loopback, mask, server_command
+
+    backend = args.backend_store_uri or default_backend()
+    check_backend(backend)
+    artifacts = args.artifacts_destination or str(Path.cwd() / "mlartifacts")
+    if not is_loopback(args.host):
+        print(f"sparsebench: warning: the MLflow server binds to {args.host}, reachable beyond this machine and without "
+              f"authentication; use a VPN or an authenticating proxy (or mlflow's --app-name basic-auth)",
+              file=sys.stderr, flush=True)
+    cmd = server_command(backend, artifacts, args.host, args.port, args.workers, args.allowed_hosts)
+    print(f"MLflow tracking server for {mask(backend)}, artifacts in {artifacts}, at http://{args.host}:{args.port} "
+          f"(trials log with --tracking-uri http://{args.host}:{args.port})", flush=True)
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover - execv does not return
+
+
 def main(argv: list[str] | None = None) -> int:
     from .search import ResourceError, SearchInterrupted
     from .tables import TableError
@@ -267,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_table(args)
         if args.command == "reproduce":
             return cmd_reproduce(args)
+        if args.command == "server":
+            return cmd_server(args)
         return cmd_ui(args)
     except (UsageError, ConfigError, DatasetError, UnknownMethodError, SearchSpaceError, TableError, StoreError,
             ResourceError, ProtocolError) as e:
