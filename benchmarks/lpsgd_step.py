@@ -4,7 +4,8 @@ Times `optimizer.step()` alone and a whole training step (forward, backward, ste
 same data: torch.optim.SGD (Nesterov momentum) vs LpSGD with every hidden layer on the unit Lp sphere, and the
 LpSS topology update (one `update_topology` call, which runs every `frequency` steps) vs one SGD step.
 
-    python benchmarks/lpsgd_step.py [--hidden 1000,1000] [--batch-size 256] [--p 1.07] [--threads 0]
+    python benchmarks/lpsgd_step.py [--arch mlp|wrn12|wrn18|wrn22_2|wrn22_4] [--hidden 1000,1000] [--batch-size 256]
+                                    [--p 1.07] [--threads 0]
 """
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from methods.lpsgd import LpSGD
-from methods.models import MLP
 
 
 def timed(fn, repeats: int) -> float:
@@ -30,8 +29,26 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(out)
 
 
+def build(method_name: str, a, shape: tuple[int, ...]):
+    """The registered method's own model and optimizer (methods/lp_sphere.py: which layers are constrained)."""
+    from methods.config import RunConfig
+    from methods.data import DataInfo
+    from methods.registry import get_method
+
+    flat = {"method": method_name, "model.arch": a.arch, "model.p": [a.p], "train.batch_size": a.batch_size,
+            "train.nesterov": True, "train.lr": 0.1}
+    if a.arch == "mlp":
+        flat["model.hidden"] = [int(h) for h in a.hidden.split(",")]
+    cfg = RunConfig.from_flat(flat)
+    torch.manual_seed(0)
+    method = get_method(method_name)(cfg, DataInfo("bench", shape, 10, 10_000, 1000, 1000, "random", "benchmark"))
+    model = method.make_model()
+    return cfg, method, model
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="mlp", help="mlp (--hidden) or a wide ResNet: wrn12, wrn18, wrn22_2, wrn22_4")
     ap.add_argument("--hidden", default="1000,1000")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--p", type=float, default=1.07)
@@ -40,24 +57,17 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    widths = (784, *[int(h) for h in a.hidden.split(",")], 10)
+    shape = (784,) if a.arch == "mlp" else (1, 28, 28) if a.arch in ("wrn12", "wrn18") else (3, 32, 32)
     g = torch.Generator().manual_seed(0)
-    x, y = torch.rand(a.batch_size, 784, generator=g), torch.randint(0, 10, (a.batch_size,), generator=g)
-
-    def make(lp: bool):
-        torch.manual_seed(0)
-        model = MLP(widths, batchnorm=True)
-        if not lp:
-            return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-        hidden = [l.weight for l in model.layers[:-1]]
-        ids = {id(w) for w in hidden}
-        groups = [{"params": [w], "lp": a.p, "lr": 0.1 / a.batch_size} for w in hidden]
-        groups.append({"params": [q for q in model.parameters() if id(q) not in ids], "lp": None})
-        return model, LpSGD(groups, lr=0.1, momentum=0.9, nesterov=True)
+    x = torch.rand(a.batch_size, *shape, generator=g)
+    y = torch.randint(0, 10, (a.batch_size,), generator=g)
 
     results = {}
-    for name, lp in (("sgd", False), ("lpsgd", True)):
-        model, opt = make(lp)
+    for name in ("sgd", "lpsgd"):
+        # The same network (lp_sgd's: BatchNorm after every hidden layer) with the same initial weights.
+        _, method, model = build("lp_sgd", a, shape)
+        opt = (method.optimizer(model) if name == "lpsgd"
+               else torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True))
 
         def train_step():
             opt.zero_grad(set_to_none=True)
@@ -66,25 +76,18 @@ def main(argv=None) -> int:
 
         train_step()
         results[name] = (timed(opt.step, a.repeats), timed(train_step, a.repeats))
-    # The topology update of lp_sphere on the same widths (SemiMaskedLinear layers, dense gradients captured).
-    from methods.config import RunConfig
-    from methods.data import DataInfo
-    from methods.lp_sphere import LpSphere
-
-    cfg = RunConfig.from_flat({"method": "lp_sphere", "model.hidden": list(widths[1:-1]), "model.p": [a.p],
-                               "train.batch_size": a.batch_size, "train.nesterov": True})
-    method = LpSphere(cfg, DataInfo("bench", (784,), 10, 10_000, 1000, 1000, "random", "benchmark"))
-    model = method.make_model()
+    # The topology update of lp_sphere on the same network (semi-masked layers, dense gradients captured).
+    _, method, model = build("lp_sphere", a, shape)
     opt = method.optimizer(model)
-    for layer in model.layers:
-        layer.capture = True
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
     opt.step()
     topo = timed(lambda: method.update_topology(model, opt, 3), a.repeats)
 
+    net = (f"MLP 784-{a.hidden.replace(',', '-')}-10 + BatchNorm" if a.arch == "mlp"
+           else f"{a.arch} on {'x'.join(map(str, shape))}")
     print(f"LpSGD vs SGD: torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}, "
-          f"MLP {'-'.join(map(str, widths))} + BatchNorm, batch {a.batch_size}, p {a.p}, median of {a.repeats}")
+          f"{net}, batch {a.batch_size}, p {a.p}, median of {a.repeats}")
     s_step, s_train = results["sgd"]
     l_step, l_train = results["lpsgd"]
     print(f"  optimizer.step   SGD {s_step * 1e3:7.2f} ms   LpSGD {l_step * 1e3:7.2f} ms   ratio {l_step / s_step:5.2f}")

@@ -40,15 +40,16 @@ EPS = 1e-6   # lpcgd.py's 1e-6, used here as a floor of every norm
 def row_norm(x: torch.Tensor, r: float, eps: float = EPS) -> torch.Tensor:
     """(sum over all dims but 0 of |x|^r)^(1/r) per row, at least eps, shaped to broadcast against x. Max-scaled: the row
     is divided by its largest |entry| before the power, so r up to ~100 is safe in float32."""
-    x2 = x.reshape(x.shape[0], -1)
-    m = x2.abs().amax(1, keepdim=True)
+    a = x.reshape(x.shape[0], -1).abs()          # one |x| for both the maximum and the powers
+    m = a.amax(1, keepdim=True)
     safe = torch.where(m > 0, m, torch.ones_like(m))
-    n = m * (x2 / safe).abs().pow(r).sum(1, keepdim=True).pow(1.0 / r)
+    n = m * a.div_(safe).pow_(r).sum(1, keepdim=True).pow(1.0 / r)
     return n.clamp_min(eps).view(-1, *([1] * (x.dim() - 1)))
 
 
 def signed_pow(x: torch.Tensor, a: float) -> torch.Tensor:
-    return x.sign() * x.abs().pow(a)
+    # copysign: one op fewer than sign(x) * |x|^a, and the same values (|x|^a >= 0; a zero keeps x's sign bit).
+    return torch.copysign(x.abs().pow_(a), x)
 
 
 def project_(w: torch.Tensor, p: float) -> torch.Tensor:
