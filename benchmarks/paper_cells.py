@@ -43,7 +43,7 @@ def run_one(job):
     last = hist[-1]
     return {**key, "hash": cfg.hash(), "test_acc": last["test_acc"], "val_acc": last["val_acc"],
             "params_trainable": last["params_trainable"], "params_dense": last["params_dense"],
-            "weight_sparsity": last["weight_sparsity"], "seconds": last["seconds"], "epochs": len(hist),
+            "weight_sparsity": last["weight_sparsity"], "hoyer": last["hoyer"], "seconds": last["seconds"], "epochs": len(hist),
             "pruning": last.get("pruning")}
 
 
