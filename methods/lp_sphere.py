@@ -127,10 +127,17 @@ class LpSGDMethod(Method):
         check_lp(cfg)
 
     def build(self) -> nn.Module:
-        m = self.cfg.model
-        return build_arch(m, self.info) or MLP((self.info.in_features, *m.hidden, self.info.num_classes),
-                                               activation=m.activation, dropout=m.dropout, bias=m.bias,
-                                               batchnorm=m.batchnorm)
+        return self.network()
+
+    def network(self, wrn_factory=None, mlp_factory=None) -> nn.Module:
+        """The wide ResNet of `model.arch`, or the MLP of `model.hidden` (with BatchNorm when `model.batchnorm`)."""
+        m, info = self.cfg.model, self.info
+        net = build_arch(m, info, wrn_factory)
+        if net is not None:
+            return net
+        extra = {} if mlp_factory is None else {"factory": mlp_factory}
+        return MLP((info.in_features, *m.hidden, info.num_classes), activation=m.activation, dropout=m.dropout,
+                   bias=m.bias, batchnorm=m.batchnorm, **extra)
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return lp_optimizer(self.cfg, model)
@@ -169,9 +176,7 @@ class LpSphere(LpSGDMethod):
 
     def build(self) -> nn.Module:
         m = self.cfg.model
-        model = build_arch(m, self.info, semi_masked_factory) or MLP(
-            (self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation, dropout=m.dropout,
-            bias=m.bias, batchnorm=m.batchnorm, factory=lambda a, b, bias, i: SemiMaskedLinear(a, b, bias=bias))
+        model = self.network(semi_masked_factory, lambda a, b, bias, i: SemiMaskedLinear(a, b, bias=bias))
         for layer in weight_layers(model):   # exactly ceil(s0 * n) zeros per layer, at random (sparse_optimizer.py)
             n = layer.mask.numel()
             off = torch.randperm(n, generator=self.gen)[: math.ceil(m.initial_sparsity * n)]
