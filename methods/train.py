@@ -16,6 +16,7 @@ device (methods/augment.py) from its own generator, and `train.schedule=piecewis
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from typing import Any, Callable
@@ -188,8 +189,17 @@ class Trainer:
             self._adopt(reshaped)
         self.seconds += time.perf_counter() - start
         m["seconds"] = self.seconds
+        if not math.isfinite(m["train_loss"]):
+            # A NaN/inf loss has poisoned the weights (a too-large rate, usually): every further epoch would be
+            # NaN too, so the run ends here as "diverged" with this epoch's metrics, and a search moves on.
+            m["diverged"] = True
         self.history.append(m)
         return m
+
+    @property
+    def diverged(self) -> bool:
+        """The last epoch's loss was not finite (kept in `history`, so a restored run knows it too)."""
+        return bool(self.history and self.history[-1].get("diverged"))
 
     def _measure(self, train_loss: torch.Tensor, train_acc: torch.Tensor) -> dict[str, float]:
         d = self.data
@@ -207,8 +217,8 @@ class Trainer:
                                           t.prune_curve, t.prune_score)
 
     def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
-        """Train until `cfg.train.epochs`, starting from the current epoch (0, or a restored one)."""
-        while self.epoch < self.cfg.train.epochs:
+        """Train until `cfg.train.epochs` (or a diverged epoch), starting from the current epoch (0, or a restored one)."""
+        while self.epoch < self.cfg.train.epochs and not self.diverged:
             m = self.run_epoch()
             if on_epoch is not None:
                 on_epoch(m, self)

@@ -71,25 +71,29 @@ def test_retried_and_restored_trials_continue_their_run_without_duplicates(store
     assert len(store.client.search_runs([store.exp_id], f"tags.`{tracking.TAG_KIND}` = 'trial'")) == 1
 
 
-def test_early_stopped_failed_and_interrupted_runs(store):
+def test_early_stopped_failed_diverged_and_interrupted_runs(store):
     cb = make_callback(store)
     stopped = SimpleNamespace(trial_id="s", config=CONFIG, last_result=result(1))
     failed = SimpleNamespace(trial_id="f", config=CONFIG, last_result=result(2))
     running = SimpleNamespace(trial_id="r", config=CONFIG, last_result=result(1))
-    for t in (stopped, failed, running):
+    # Diverged in epoch 2 (the Trainer ends the run there): the best val_acc of all, yet never the best trial.
+    diverged = SimpleNamespace(trial_id="d", config=CONFIG, last_result={**result(2), "val_acc": 0.9, "diverged": True})
+    for t in (stopped, failed, running, diverged):
         cb.on_trial_start(0, [], t)
         cb.on_trial_result(0, [], t, t.last_result)
     cb.on_trial_complete(0, [], stopped)
     cb.on_trial_error(0, [], failed)
+    cb.on_trial_complete(0, [], diverged)
     closed, statuses = tracking.close_open_children(store.client, store.exp_id, store.parent, "KILLED")
-    assert closed == 1 and statuses == {"FINISHED": 1, "FAILED": 1, "KILLED": 1}
-    status = {r.data.tags[tracking.TAG_TRIAL]: (r.info.status, r.data.tags.get("early_stopped"))
+    assert closed == 1 and statuses == {"FINISHED": 2, "FAILED": 1, "KILLED": 1}
+    status = {r.data.tags[tracking.TAG_TRIAL]: (r.info.status, r.data.tags.get("early_stopped"), r.data.tags.get("diverged"))
               for r in store.client.search_runs([store.exp_id], f"tags.`{tracking.TAG_KIND}` = 'trial'")}
-    assert status == {"s": ("FINISHED", "true"), "f": ("FAILED", None), "r": ("KILLED", None)}
+    assert status == {"s": ("FINISHED", "true", None), "f": ("FAILED", None, None), "r": ("KILLED", None, None),
+                      "d": ("FINISHED", None, "true")}
     frame = runs_frame(store.uri, "search/digits", parent_run_ids=[store.parent])
-    assert len(frame) == 3
+    assert len(frame) == 4 and frame["diverged"].sum() == 1
     table = best_table(frame)
-    assert table["trials"].tolist() == [3]  # all trials counted, only the finished one chosen
+    assert table["trials"].tolist() == [4]  # all trials counted, only the finished, not diverged one chosen
     assert table["val_acc"].tolist() == [pytest.approx(0.1)]
 
 
@@ -101,11 +105,13 @@ def test_best_table_chooses_by_validation_not_test():
         "params_trainable": [10, 20, 30], "params_dense": 30, "weights_nonzero": [10, 20, 30], "weight_sparsity": 0.0,
         "neurons_active": 5,
         "neuron_sparsity": 0.0, "hoyer": 0.1, "act_corr": 0.2, "weight_cos": 0.1, "dead_units": 0, "epochs": 4,
-        "seconds": 1.0})
+        "seconds": 1.0, "diverged": False})
     table = best_table(runs)
     assert table.loc[0, "config_hash"] == "hb" and table.loc[0, "test_acc"] == 0.91 and table.loc[0, "trials"] == 3
     runs.loc[1, "status"] = "KILLED"
     assert best_table(runs).loc[0, "config_hash"] == "ha"
+    runs.loc[0, "diverged"] = True
+    assert best_table(runs).loc[0, "config_hash"] == "hc"
 
 
 def test_pruning_curve_is_logged_once_even_when_the_final_result_arrives_again(store, tmp_path):

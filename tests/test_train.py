@@ -96,3 +96,19 @@ def test_train_loss_and_accuracy_are_the_epoch_means(digits):
         acc = (out.argmax(1) == digits.y_train).double().mean().item()
     m = tr.run_epoch()
     assert m["train_loss"] == pytest.approx(loss, rel=1e-5) and m["train_acc"] == pytest.approx(acc)
+
+
+def test_a_nan_loss_ends_the_run_as_diverged_and_a_resume_does_not_continue_it(digits, tmp_path):
+    """SGD at rate 1e8 overflows to NaN in its first epoch: the run stops there, flagged, with that epoch's metrics."""
+    cfg = small_config("dense", **{"train.epochs": 4, "train.optimizer": "sgd", "train.lr": 1e8})
+    tr = Trainer(cfg, data=digits)
+    history = tr.fit()
+    assert len(history) == 1 and tr.epoch == 1 and tr.diverged
+    assert history[0]["diverged"] is True and not math.isfinite(history[0]["train_loss"])
+    assert 0.0 <= history[0]["val_acc"] <= 1.0        # still measured, so the search learns from it
+    tr.save(tmp_path / "d.pt")
+    resumed = Trainer(cfg, data=digits)
+    resumed.load(tmp_path / "d.pt")
+    assert resumed.diverged and len(resumed.fit()) == 1 and resumed.epoch == 1   # nothing trained after a restore
+    healthy = Trainer(small_config("dense", **{"train.epochs": 2}), data=digits)
+    assert all("diverged" not in m for m in healthy.fit()) and not healthy.diverged

@@ -13,7 +13,7 @@ from . import tracking
 RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
                "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
                "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "act_corr", "weight_cos", "dead_units",
-               "epochs", "seconds"]
+               "epochs", "seconds", "diverged"]
 TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
                  "weight_sparsity", "neurons_active", "neuron_sparsity", "act_corr", "epochs", "trials", "config_hash"]
 FORMATS = ("markdown", "csv", "latex", "html")
@@ -53,14 +53,15 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
                 "neuron_sparsity": m.get("neuron_sparsity"),
                 "hoyer": m.get("hoyer"), "act_corr": m.get("act_corr"), "weight_cos": m.get("weight_cos"),
                 "dead_units": m.get("dead_units"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
+                "diverged": t.get("diverged") == "true",
             })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 def best_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (experiment, method, dataset): the FINISHED trial with the best val_acc (ASHA-stopped trials count:
-    they finished, at fewer epochs), and the number of trials. Killed or failed runs are never chosen."""
-    done = runs[runs["val_acc"].notna() & (runs["status"] == "FINISHED")]
+    they finished, at fewer epochs), and the number of trials. Killed, failed or diverged runs are never chosen."""
+    done = runs[runs["val_acc"].notna() & (runs["status"] == "FINISHED") & ~runs["diverged"].astype(bool)]
     if done.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     keys = ["experiment", "method", "dataset"]

@@ -156,12 +156,15 @@ class MlflowTrialCallback(tune.Callback):
     def _finish(self, trial, status: str):
         run_id = self._run_for(trial)
         last = trial.last_result or {}
-        stopped = status == "FINISHED" and int(last.get("epoch", 0)) < self.max_epochs
+        diverged = status == "FINISHED" and bool(last.get("diverged"))
+        stopped = status == "FINISHED" and not diverged and int(last.get("epoch", 0)) < self.max_epochs
         if stopped:  # ASHA stopped it: a finished run, but not a fully trained one
             tracking.set_tags(self.client, run_id, {"early_stopped": "true"})
+        if diverged:  # its loss went NaN/inf and training ended there; an outcome, logged and kept out of best_table
+            tracking.set_tags(self.client, run_id, {"diverged": "true"})
         self.client.set_terminated(run_id, status=status)
         if self.echo:
-            word = "stopped" if stopped else status.lower()
+            word = "diverged" if diverged else "stopped" if stopped else status.lower()
             print(f"  trial {trial.trial_id} {word:8s} epoch {last.get('epoch', 0):>3} "
                   f"val_acc {last.get('val_acc', float('nan')):.4f} test_acc {last.get('test_acc', float('nan')):.4f}", flush=True)
 
