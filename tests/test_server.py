@@ -1,5 +1,5 @@
 """`sparsebench server` (workflows/server.py): a SQL store only, loopback by default, drivers checked and passwords
-masked before anything starts. The running server is exercised by tests/test_cluster_job.py."""
+masked before anything starts. The running server is exercised by tests/test_cluster.py."""
 from __future__ import annotations
 
 import importlib.util

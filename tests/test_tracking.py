@@ -1,6 +1,7 @@
 """The driver-side MLflow callback and the tables, without Ray: fake trials, a real SQLite MLflow store."""
 from __future__ import annotations
 
+import json
 import pickle
 from types import SimpleNamespace
 
@@ -52,6 +53,7 @@ def test_retried_and_restored_trials_continue_their_run_without_duplicates(store
     # The trial's worker died and Tune retries it from the epoch-2 checkpoint: epochs 3 and 4 arrive again.
     for e in (3, 4):
         cb.on_trial_result(0, [], trial, result(e))
+    cb.on_experiment_end([])   # the epochs are written by the writer thread: wait for it
     runs = store.client.search_runs([store.exp_id], f"tags.`{tracking.TAG_KIND}` = 'trial'")
     assert len(runs) == 1
     run_id = runs[0].info.run_id
@@ -81,7 +83,7 @@ def test_early_stopped_failed_diverged_and_interrupted_runs(store):
     for t in (stopped, failed, running, diverged):
         cb.on_trial_start(0, [], t)
         cb.on_trial_result(0, [], t, t.last_result)
-    cb.on_trial_complete(0, [], stopped)
+    cb.on_trial_complete(0, [], stopped)   # flushes every queued write first
     cb.on_trial_error(0, [], failed)
     cb.on_trial_complete(0, [], diverged)
     closed, statuses = tracking.close_open_children(store.client, store.exp_id, store.parent, "KILLED")
@@ -124,15 +126,89 @@ def test_pruning_curve_is_logged_once_even_when_the_final_result_arrives_again(s
     cb.on_trial_start(0, [], trial)
     for e in (1, 2, 3):
         cb.on_trial_result(0, [], trial, result(e))
+    cb.writer.flush()
     run_id = cb._runs["t1"]
     tracking.log_pruning_curve(store.client, run_id, curve, "first driver")   # then the driver died
     revived = pickle.loads(pickle.dumps(cb))
     revived.on_trial_start(0, [], trial)
     revived.on_trial_result(0, [], trial, {**result(4), "pruning": curve})
     revived.on_trial_result(0, [], trial, {**result(4), "pruning": curve})  # a retry: skipped altogether
+    revived.on_experiment_end([])
     assert history(store.client, run_id, "pruned_test_acc") == [0, 50, 100]
     assert [m.value for m in sorted(store.client.get_metric_history(run_id, "pruned_val_acc"), key=lambda m: m.step)] == [0.4, 0.3, 0.1]
     assert history(store.client, run_id) == [1, 2, 3, 4]
-    import json
     table = json.loads(open(store.client.download_artifacts(run_id, "pruning_curve.json", str(tmp_path))).read())
     assert table["columns"] == list(curve) and len(table["data"]) == 3
+
+
+def test_epochs_a_killed_driver_had_not_written_are_filled_in_from_the_resumed_trials_history(store):
+    """The first driver wrote epoch 1 only (2 and 3 were still queued when it died); Tune restores the trial from
+    its epoch-3 checkpoint, whose first report (epoch 4) carries the trained history (workflows/trainable.py)."""
+    from workflows.trainable import HISTORY_KEY
+
+    trial = SimpleNamespace(trial_id="t1", config=CONFIG, last_result={})
+    cb = make_callback(store)
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, result(1))
+    cb.on_experiment_end([])
+    run_id = cb._runs["t1"]
+    revived = pickle.loads(pickle.dumps(cb))
+    revived.on_trial_start(0, [], trial)
+    restored = [{**result(e), "diverged": False} for e in (1, 2, 3)]
+    revived.on_trial_result(0, [], trial, {**result(4), HISTORY_KEY: json.dumps(restored)})
+    revived.on_experiment_end([])
+    assert history(store.client, run_id) == [1, 2, 3, 4]              # each epoch once, none missing
+    assert history(store.client, run_id, "val_acc") == [1, 2, 3, 4]
+    assert [m.value for m in sorted(store.client.get_metric_history(run_id, "train_loss"), key=lambda m: m.step)] == \
+        [pytest.approx(1.0 / e) for e in (1, 2, 3, 4)]
+    assert HISTORY_KEY not in store.client.get_run(run_id).data.metrics
+
+
+class CountingClient:
+    """Wraps a real client: counts log_batch calls, can hold the writer inside its first one, or fail."""
+
+    def __init__(self, real, fail: bool = False):
+        self.real, self.fail, self.calls = real, fail, 0
+        import threading
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def log_batch(self, run_id, **kw):
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(30)
+        if self.fail:
+            raise ConnectionError("tracking server unreachable after retries")
+        return self.real.log_batch(run_id, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_queued_epochs_of_a_run_are_coalesced_while_the_server_is_slow(store):
+    from workflows.trial import _Writer
+
+    run_id = store.client.create_run(store.exp_id).info.run_id
+    slow = CountingClient(store.client)
+    w = _Writer(slow)
+    w.metrics(run_id, {"val_acc": 0.1}, step=1)
+    assert slow.entered.wait(30)             # the writer is inside the first request...
+    for e in range(2, 11):                   # ...while nine more epochs arrive without waiting for it
+        w.metrics(run_id, {"val_acc": 0.1 * e}, step=e)
+    slow.release.set()
+    w.flush()
+    assert slow.calls == 2                   # the nine queued epochs went in one request
+    assert history(store.client, run_id, "val_acc") == list(range(1, 11))
+
+
+def test_a_write_that_fails_after_the_clients_retries_stops_the_driver(store):
+    from workflows.trial import _Writer
+
+    run_id = store.client.create_run(store.exp_id).info.run_id
+    broken = CountingClient(store.client, fail=True)
+    broken.release.set()
+    w = _Writer(broken)
+    w.metrics(run_id, {"val_acc": 0.1}, step=1)
+    with pytest.raises(RuntimeError, match="writing to the MLflow tracking store failed: tracking server unreachable"):
+        w.flush()
+    with pytest.raises(RuntimeError, match="tracking server unreachable"):
+        w.metrics(run_id, {"val_acc": 0.2}, step=2)

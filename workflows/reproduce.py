@@ -1,7 +1,7 @@
 """`sparsebench reproduce <paper>`: run a paper protocol's cells over seeds and write its tables and plots.
 
 Every cell (an arm at one dataset, swept value and seed) is one Ray Tune trial of the same trainable as
-`search` (workflows/trial.py), so it gets the same checkpoints, retries and MLflow logging: one child run per
+`search` (workflows/trainable.py), so it gets the same checkpoints, retries and MLflow logging: one child run per
 cell, tagged `stage=final` and with its cell identity (`cell.*` tags), under one parent run per experiment in
 the MLflow experiment `reproduce/<paper>`. The table and the plots are artifacts of that parent run.
 
@@ -157,7 +157,8 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
     from ray import tune
 
     from .search import _storage
-    from .trial import MlflowTrialCallback, trainable
+    from .trainable import trainable
+    from .trial import MlflowTrialCallback
 
     uri = s.tracking_uri or tracking.default_tracking_uri()
     c = tracking.client(uri)

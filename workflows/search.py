@@ -28,7 +28,8 @@ from methods.data import load_dataset
 
 from . import tracking
 from .search_space import SearchSpace, load_search_space
-from .trial import MlflowTrialCallback, run_config_from, trainable
+from .trainable import run_config_from, trainable
+from .trial import MlflowTrialCallback
 
 METRIC, MODE = "val_acc", "max"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any, Callable
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from .hardware import hardware
 
 TAG_STUDY = "sparsebench.study"
 TAG_TRIAL = "sparsebench.trial_id"
@@ -110,15 +111,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def hardware() -> dict[str, str]:
-    """The machine this runs on (called in trials too, whose hardware may differ from the driver's)."""
-    import torch
-
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {"host": socket.gethostname(), "platform": platform.platform(), "cpu_count": str(os.cpu_count()),
-            "torch_threads": str(torch.get_num_threads()), "gpus": ", ".join(gpus) or "none"}
-
-
 def env_tags() -> dict[str, str]:
     tags = {**_git_info(), **_versions(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000]}
     tags.update({f"driver.{k}": v for k, v in hardware().items()})
@@ -158,11 +150,14 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and (k in EPOCH_KEYS or k.startswith("layer") or k == "lr")}
 
 
-def log_epoch(c: MlflowClient, run_id: str, values: dict[str, float], step: int) -> None:
+def epoch_metrics(values: dict[str, float], step: int) -> list[Metric]:
     now = int(time.time() * 1000)
-    ms = [Metric(k, v, now, step) for k, v in sorted(values.items())]
-    for i in range(0, len(ms), _MAX_BATCH):
-        c.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH])
+    return [Metric(k, v, now, step) for k, v in sorted(values.items())]
+
+
+def log_metric_list(c: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    for i in range(0, len(metrics), _MAX_BATCH):
+        c.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH])
 
 
 def log_pruning_curve(c: MlflowClient, run_id: str, curve: dict[str, list], title: str) -> None:

@@ -1,48 +1,91 @@
-"""The Tune trainable shared by `search` (and later `reproduce`): config -> methods.Trainer -> per-epoch
-`tune.report` with a checkpoint. A retried or restored trial resumes from its last checkpoint, so its
-metrics continue exactly where they stopped (Trainer.state_dict holds every RNG).
+"""`MlflowTrialCallback` runs in the driver, the only writer to MLflow (the trials' trainable is
+workflows/trainable.py): it opens one MLflow child run per trial (or finds the one a resumed trial already has, by
+tag), logs each epoch once (epochs already logged are skipped after a retry, epochs a killed driver never wrote are
+filled in from the resumed trial's history) and closes the run with the trial's final status.
 
-`MlflowTrialCallback` runs in the driver: it opens one MLflow child run per trial (or finds the one a
-resumed trial already has, by tag), logs each epoch once (epochs already logged are skipped after a retry)
-and closes the run with the trial's final status.
+Epochs are written by a background thread (`_Writer`), so Tune's event loop, and with it every trial waiting for
+its report to be taken, never waits on the tracking server; under load the queued epochs of a run are coalesced
+into one request. Runs are created and closed synchronously: a trial's run is complete before Tune records the
+trial as finished.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Any
+import atexit
+import json
+import queue
+import threading
+from typing import Any, Callable
 
 from ray import tune
 
-from methods import RunConfig, Trainer
-
 from . import tracking
+from .trainable import HISTORY_KEY, run_config_from
 
-STATE_FILE = "trainer_state.pt"
+class _Writer:
+    """One thread performing MLflow writes in the order they were queued. Each drain of the queue sends the
+    pending metrics of a run as one log_batch (at most 900 metrics each); any other operation on a run (tags, a
+    pruning curve) first sends that run's pending metrics. The MLflow client retries a failed request itself
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default with exponential back-off); what still fails is raised in the
+    driver at its next write or flush, so nothing is lost silently."""
 
+    def __init__(self, client):
+        self.client = client
+        self.q: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="sparsebench-mlflow-writer", daemon=True)
+        self.thread.start()
+        atexit.register(self.flush, raise_error=False)
 
-def run_config_from(config: dict[str, Any]) -> RunConfig:
-    """A Tune trial config (flat keys; search params already decoded) -> RunConfig."""
-    return RunConfig.from_flat(config)
+    def metrics(self, run_id: str, values: dict[str, float], step: int) -> None:
+        self._put(("metrics", run_id, tracking.epoch_metrics(values, step)))
 
+    def call(self, run_id: str, fn: Callable[[], Any]) -> None:
+        self._put(("call", run_id, fn))
 
-def trainable(config: dict[str, Any], decode=None) -> None:
-    """Ray Tune function trainable. `decode` maps sampled values back to config values (list choices)."""
-    cfg = run_config_from(decode(config) if decode else config)
-    trainer = Trainer(cfg, device="auto")
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            trainer.load(Path(d) / STATE_FILE)
-    info = {"config_hash": cfg.hash(), "dataset_checksum": trainer.data.info.checksum, "device": str(trainer.device),
-            **{f"trial.{k}": v for k, v in tracking.hardware().items()}}
+    def flush(self, raise_error: bool = True) -> None:
+        self.q.join()
+        if raise_error:
+            self._raise()
 
-    def report(metrics: dict[str, float], tr: Trainer) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            tr.save(Path(d) / STATE_FILE)
-            tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(d))
+    def _put(self, item) -> None:
+        self._raise()
+        self.q.put(item)
 
-    trainer.fit(report)
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"writing to the MLflow tracking store failed: {self.error}") from self.error
+
+    def _loop(self) -> None:
+        while True:
+            items = [self.q.get()]
+            while True:
+                try:
+                    items.append(self.q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                if self.error is None:
+                    self._write(items)
+            except BaseException as e:  # noqa: BLE001 - kept and raised in the driver's thread
+                self.error = e
+            finally:
+                for _ in items:
+                    self.q.task_done()
+
+    def _write(self, items) -> None:
+        pending: dict[str, list] = {}
+
+        def send(run_id: str) -> None:
+            tracking.log_metric_list(self.client, run_id, pending.pop(run_id, []))
+
+        for op, run_id, payload in items:
+            if op == "metrics":
+                pending.setdefault(run_id, []).extend(payload)
+                continue
+            send(run_id)
+            payload()
+        for run_id in list(pending):
+            send(run_id)
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -68,10 +111,12 @@ class MlflowTrialCallback(tune.Callback):
         self._env: dict[str, str] | None = None
         self._runs: dict[str, str] = {}       # trial_id -> run_id
         self._logged: dict[str, int] = {}     # run_id -> last epoch logged
+        self._placed: dict[str, dict] = {}    # run_id -> the placement tags last written (node, host, device)
+        self._writer: _Writer | None = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for k in ("_client", "_ids", "_env", "_runs", "_logged"):
+        for k in ("_client", "_ids", "_env", "_runs", "_logged", "_placed", "_writer"):
             state.pop(k)
         return state
 
@@ -84,6 +129,12 @@ class MlflowTrialCallback(tune.Callback):
         if self._client is None:
             self._client = tracking.client(self.uri)
         return self._client
+
+    @property
+    def writer(self) -> _Writer:
+        if self._writer is None:
+            self._writer = _Writer(self.client)
+        return self._writer
 
     @property
     def experiment_id(self) -> str:
@@ -139,22 +190,33 @@ class MlflowTrialCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_for(trial)
         epoch = int(result.get("epoch", 0))
-        if epoch <= self._logged.get(run_id, 0):
+        logged = self._logged.get(run_id, 0)
+        if epoch <= logged:
             return  # already logged before a retry: never log an epoch twice
-        if self._logged.get(run_id, 0) == 0:
-            tracking.set_tags(self.client, run_id, {k: v for k, v in result.items()
-                                                    if k in ("dataset_checksum", "device") or k.startswith("trial.")})
+        w = self.writer
+        # Epochs trained before a checkpoint that a killed driver had queued but not written (trainable.py).
+        for m in json.loads(result.get(HISTORY_KEY) or "[]"):
+            if logged < int(m["epoch"]) < epoch:
+                w.metrics(run_id, tracking.numeric_metrics(m), step=int(m["epoch"]))
+        placed = {k: str(v) for k, v in result.items() if k in ("dataset_checksum", "device") or k.startswith("trial.")}
+        if placed != self._placed.get(run_id):  # the first result, or the first after a retry elsewhere
+            w.call(run_id, lambda: tracking.set_tags(self.client, run_id, placed))
+            self._placed[run_id] = placed
         if isinstance(result.get("pruning"), dict):  # the last epoch of a run with train.prune_curve
             # Before the epoch's metrics: `epoch` is what a restarted driver reads to skip logged results, so it
             # must be written last (log_pruning_curve is idempotent should this run twice).
             cfg = self.decode(trial.config) if self.decode else trial.config
-            tracking.log_pruning_curve(self.client, run_id, result["pruning"],
-                                       f"{cfg.get('method')} {trial.trial_id}: score {cfg.get('train.prune_score', 'auto')}")
-        tracking.log_epoch(self.client, run_id, tracking.numeric_metrics(result), step=epoch)
+            title = f"{cfg.get('method')} {trial.trial_id}: score {cfg.get('train.prune_score', 'auto')}"
+            curve = result["pruning"]
+            w.call(run_id, lambda: tracking.log_pruning_curve(self.client, run_id, curve, title))
+        w.metrics(run_id, tracking.numeric_metrics(result), step=epoch)
         self._logged[run_id] = epoch
 
     def _finish(self, trial, status: str):
         run_id = self._run_for(trial)
+        # Every epoch written before the run closes and before Tune records the trial as done, so that a driver
+        # killed afterwards has nothing of a finished trial left to fill in.
+        self.writer.flush()
         last = trial.last_result or {}
         diverged = status == "FINISHED" and bool(last.get("diverged"))
         stopped = status == "FINISHED" and not diverged and int(last.get("epoch", 0)) < self.max_epochs
@@ -173,3 +235,7 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "FAILED")
+
+    def on_experiment_end(self, trials, **info):
+        if self._writer is not None:
+            self._writer.flush()

@@ -1,0 +1,61 @@
+"""The Tune trainable shared by `search` and `reproduce`: config -> methods.Trainer -> per-epoch `tune.report` with
+a checkpoint. A retried or restored trial resumes from its last checkpoint, so its metrics continue exactly where
+they stopped (Trainer.state_dict holds every RNG).
+
+This module is what every trial worker imports, so it imports no MLflow: trials never write to the tracking
+store (DESIGN.md, "MLflow layout"); their results reach the driver through Tune.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from methods import RunConfig, Trainer
+
+from .hardware import hardware
+
+STATE_FILE = "trainer_state.pt"
+HISTORY_KEY = "restored_history"   # the epochs a resumed trial had trained, sent with its first report
+
+
+def run_config_from(config: dict[str, Any]) -> RunConfig:
+    """A Tune trial config (flat keys; search params already decoded) -> RunConfig."""
+    return RunConfig.from_flat(config)
+
+
+def trainable(config: dict[str, Any], decode=None) -> None:
+    """Ray Tune function trainable. `decode` maps sampled values back to config values (list choices)."""
+    cfg = run_config_from(decode(config) if decode else config)
+    # Ray sets OMP_NUM_THREADS only for whole CPUs; with a fraction of one (many small trials per core) torch
+    # would start a thread per core in every trial and oversubscribe the node.
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus is not None and cpus < 1:
+        torch.set_num_threads(1)
+    trainer = Trainer(cfg, device="auto")
+    checkpoint = tune.get_checkpoint()
+    restored: list[str] = []   # the history as JSON, until the first report has sent it
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load(Path(d) / STATE_FILE)
+        # The driver may not have logged every epoch before this checkpoint (its MLflow writes are queued, and a
+        # killed driver loses its queue): the first report carries them, and the driver fills its gaps.
+        # As JSON text: Tune's loggers skip a string quietly (its TensorBoard logger warns about a list of dicts).
+        restored = [json.dumps([{k: v for k, v in m.items() if k != "pruning"} for m in trainer.history])]
+    # Where this attempt runs: after a retry on another node the run's tags follow it (MlflowTrialCallback).
+    info = {"config_hash": cfg.hash(), "dataset_checksum": trainer.data.info.checksum, "device": str(trainer.device),
+            "trial.node_id": ray.get_runtime_context().get_node_id(),
+            **{f"trial.{k}": v for k, v in hardware().items()}}
+
+    def report(metrics: dict[str, float], tr: Trainer) -> None:
+        extra = {HISTORY_KEY: restored.pop()} if restored else {}
+        with tempfile.TemporaryDirectory() as d:
+            tr.save(Path(d) / STATE_FILE)
+            tune.report({**metrics, **info, **extra}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    trainer.fit(report)
