@@ -173,9 +173,8 @@ def log_pruning_curve(c: MlflowClient, run_id: str, curve: dict[str, list], titl
     # only if absent, artifacts overwritten (log_dict / log_text / log_figure replace a file; log_table appends).
     if not c.get_metric_history(run_id, f"pruned_{cols[0]}"):
         now = int(time.time() * 1000)
-        ms = [Metric(f"pruned_{col}", float(v), now, int(q)) for col in cols for q, v in zip(frame["percent"], frame[col])]
-        for i in range(0, len(ms), _MAX_BATCH):
-            c.log_batch(run_id, metrics=ms[i:i + _MAX_BATCH])
+        log_metric_list(c, run_id, [Metric(f"pruned_{col}", float(v), now, int(q))
+                                    for col in cols for q, v in zip(frame["percent"], frame[col])])
     c.log_dict(run_id, {"columns": list(frame.columns), "data": frame.values.tolist()}, "pruning_curve.json")
     c.log_text(run_id, frame.to_csv(index=False), "pruning_curve.csv")
     c.log_figure(run_id, pruning_curve_figure(frame, title), "pruning_curve.png")
