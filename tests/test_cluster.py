@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from workflows import tracking
+from workflows.trainable import HISTORY_KEY
 
 from .loopback_cluster import RAY, REPO, LoopbackCluster, alive, trial_workers
 
@@ -137,14 +138,22 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_ends_as_if_nev
     (after,) = assert_complete(cluster, exp, 1, epochs)
     assert after.info.run_id == run.info.run_id    # the retry continued the same MLflow run
     # MLflow cannot tell a resume from a restart (the callback skips epochs logged already), so Tune's own record
-    # is read: an error file for the failure, and the result log. The retry reports from the epoch after its
-    # checkpoint: the last reported one, or one earlier when the kill came before that checkpoint was committed
-    # (then one epoch is trained again, deterministically). A retry from scratch would report epoch 1 again.
+    # is read: an error file for the failure, and the result log. The retry's first report carries the history it
+    # restored (workflows/trainable.HISTORY_KEY), so the checkpoint it resumed from is known exactly. The kill may
+    # come before the latest checkpoint was committed (one epoch trained again, deterministically) or after a
+    # report reached the driver but before Tune's result log wrote it (that epoch is missing from the log; MLflow
+    # holds it, which assert_complete checked). A retry from scratch would restore nothing and report epoch 1 again.
     trial_dirs = [d for d in (cluster.base / "results").glob("dense-digits-*/*") if d.is_dir()]
     assert len(trial_dirs) == 1 and any(trial_dirs[0].glob("error*")), list(trial_dirs[0].iterdir())
-    reported = [json.loads(line)["epoch"] for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
-    assert reported.count(1) == 1 and sorted(set(reported)) == list(range(1, epochs + 1)), reported
-    assert len(reported) - epochs <= 1, reported    # at most the uncommitted epoch again
+    results = [json.loads(line) for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
+    reported = [r["epoch"] for r in results]
+    (resumed,) = [r for r in results if HISTORY_KEY in r]
+    restored_epochs = [m["epoch"] for m in json.loads(resumed[HISTORY_KEY])]
+    assert restored_epochs == list(range(1, len(restored_epochs) + 1)) and len(restored_epochs) >= 2, restored_epochs
+    assert resumed["epoch"] == len(restored_epochs) + 1, (resumed["epoch"], restored_epochs)
+    i = results.index(resumed)    # before it, the first attempt from epoch 1; from it on, the retry to the end
+    assert reported[:i] == list(range(1, i + 1)), reported
+    assert reported[i:] == list(range(len(restored_epochs) + 1, epochs + 1)), reported
 
     # The same study, never interrupted: the same config (same Optuna seed) gives bit-identical metrics.
     ref = cluster.search(*study_args(cluster, SLOW_SPACE, "faults/uninterrupted", 1, epochs), name="uninterrupted")
