@@ -18,6 +18,8 @@ BAD = [
     (["search", "--methods", "dense", "--gpus-per-trial", "-1"], "--gpus-per-trial: -1 must be a finite number >= 0"),
     (["search", "--methods", "dense", "--cpus-per-trial", "nan"], "--cpus-per-trial: nan must be a finite number >= 0"),
     (["search", "--methods", "dense", "--cpus-per-trial", "0"], "--cpus-per-trial: 0 must be > 0"),
+    (["search", "--methods", "dense", "--checkpoint-seconds", "-1"], "--checkpoint-seconds: -1 must be a finite number >= 0"),
+    (["reproduce", "lp_sphere", "--checkpoint-seconds", "inf"], "--checkpoint-seconds: inf must be a finite number >= 0"),
     (["search", "--methods", "dense", "--seed", "-1"], "--seed: -1 must be in [0, 2**32 - 1]"),
     (["search", "--methods", "dense", "--seed", "4294967296"], "--seed: 4294967296 must be in [0, 2**32 - 1]"),
     (["search", "--methods", "dense", "--tracking-uri", "foo://bar"], "--tracking-uri foo://bar: unsupported scheme 'foo'"),

@@ -2,15 +2,19 @@
 command again, which must restore the finished study instead of rerunning or duplicating anything."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 import ray
+import torch
 from mlflow.tracking import MlflowClient
 
 from methods.metrics import EPOCH_KEYS
 from workflows import tracking
 from workflows.cli import main
+from workflows.trainable import STATE_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -54,6 +58,23 @@ def test_search_records_parent_and_child_runs_then_table(in_tmp_cwd, ray_session
         assert steps == sorted(set(steps)) and steps[0] == 1  # each epoch logged once
         hashes.add(run.data.tags["config_hash"])
     assert len(hashes) == 3  # Optuna sampled three different configs
+
+    # Tune's own record in ./ray_results: per trial a result.json with the epochs MLflow holds and a progress.csv,
+    # no TensorBoard events (workflows/search.py, tune_defaults); a trial that trained every epoch has a checkpoint
+    # of its final epoch (workflows/checkpointing.py; one ASHA stopped after a few seconds may have none).
+    trial_dirs = [d for d in (in_tmp_cwd / "ray_results").glob("dense-digits-*/*") if d.is_dir()]
+    assert len(trial_dirs) == 3
+    by_trial, full = {r.data.tags[tracking.TAG_TRIAL]: r for r in children}, 0
+    for d in trial_dirs:
+        reported = [json.loads(line)["epoch"] for line in (d / "result.json").read_text().splitlines()]
+        run = next(r for t, r in by_trial.items() if d.name.startswith(t))
+        assert reported == [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")], d.name
+        assert (d / "progress.csv").is_file() and not list(d.glob("events.out.tfevents*")), sorted(os.listdir(d))
+        if reported[-1] == 2:
+            full += 1
+            last = max(d.glob("checkpoint_*"))
+            assert torch.load(last / STATE_FILE, map_location="cpu", weights_only=False)["epoch"] == 2
+    assert full >= 1
 
     assert main(["table", "--experiment", "search/digits"]) == 0
     table = capsys.readouterr().out.splitlines()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
+import time
 from types import SimpleNamespace
 
 import pandas as pd
@@ -212,3 +214,32 @@ def test_a_write_that_fails_after_the_clients_retries_stops_the_driver(store):
         w.flush()
     with pytest.raises(RuntimeError, match="tracking server unreachable"):
         w.metrics(run_id, {"val_acc": 0.2}, step=2)
+
+
+def test_epochs_arriving_within_the_linger_go_in_one_request(store):
+    from workflows.trial import LINGER_SECONDS, _Writer
+
+    run_id = store.client.create_run(store.exp_id).info.run_id
+    counting = CountingClient(store.client)
+    counting.release.set()                   # a fast store: coalescing comes from the linger alone
+    w = _Writer(counting)
+    for e in range(1, 6):                    # five epochs over ~0.1 s, well within the linger
+        w.metrics(run_id, {"val_acc": 0.1 * e}, step=e)
+        time.sleep(LINGER_SECONDS / 50)
+    w.flush()
+    assert counting.calls == 1
+    assert history(store.client, run_id, "val_acc") == list(range(1, 6))
+
+
+def test_a_flush_does_not_wait_for_the_linger(store, monkeypatch):
+    import workflows.trial as trial
+
+    monkeypatch.setattr(trial, "LINGER_SECONDS", 3600.0)
+    run_id = store.client.create_run(store.exp_id).info.run_id
+    w = trial._Writer(store.client)
+    w.metrics(run_id, {"val_acc": 0.5}, step=1)
+    done = threading.Thread(target=w.flush)
+    done.start()
+    done.join(60)                            # the linger is an hour: only the flush can end it this soon
+    assert not done.is_alive()
+    assert history(store.client, run_id, "val_acc") == [1]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import methods
 from methods import ConfigError, DatasetError, UnknownMethodError, list_datasets, list_methods
 
+from .checkpointing import CHECKPOINT_SECONDS
 from .search_space import SearchSpaceError
 
 if TYPE_CHECKING:  # imported lazily at run time: Ray loads only for commands that need it
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
         sp.add_argument("--storage", default=None, help="Ray Tune storage path or URI (default: ./ray_results)")
         sp.add_argument("--seed", type=_seed, default=0, help="seed of the Optuna sampler and of every trial")
+        sp.add_argument("--checkpoint-seconds", type=_nonneg_float, default=CHECKPOINT_SECONDS,
+                        help="a trial saves its state at most this often, and after its last epoch (0: every epoch)")
 
     s = sub.add_parser("search", help="Optuna search per method, scheduled by Ray Tune + ASHA, logged to MLflow")
     s.add_argument("--methods", type=_methods, required=True, help=f"comma-separated, or 'all' ({', '.join(list_methods())})")
@@ -145,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     r.add_argument("--storage", default=None, help="Ray Tune storage path or URI (default: ./ray_results)")
     r.add_argument("--output", default=None, help="folder for the tables and plots (default: reproductions/<paper>)")
+    r.add_argument("--checkpoint-seconds", type=_nonneg_float, default=CHECKPOINT_SECONDS,
+                   help="a trial saves its state at most this often, and after its last epoch (0: every epoch)")
 
     u = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
     u.add_argument("--tracking-uri", default=None)
@@ -171,7 +176,8 @@ def _settings(args, method_names) -> "SearchSettings":
                           max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                           gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "", storage=args.storage or "",
                           seed=args.seed, search_space=getattr(args, "search_space", None) or "",
-                          experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", 1))
+                          experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", 1),
+                          checkpoint_seconds=args.checkpoint_seconds)
 
 
 def cmd_search(args, method_names) -> int:
@@ -196,7 +202,7 @@ def cmd_search(args, method_names) -> int:
 
         rs = ReproduceSettings(paper=f"search-{s.dataset}", seeds=args.final_seeds, max_concurrent=s.max_concurrent,
                                cpus_per_trial=s.cpus_per_trial, gpus_per_trial=s.gpus_per_trial,
-                               tracking_uri=s.tracking_uri, storage=s.storage)
+                               tracking_uri=s.tracking_uri, storage=s.storage, checkpoint_seconds=s.checkpoint_seconds)
         if not any(r.get("best_config") for r in results):
             print("sparsebench: no finished trial to take a best configuration from: no final stage", file=sys.stderr)
             return 1
@@ -238,7 +244,7 @@ def cmd_reproduce(args) -> int:
                           seeds=args.seeds or 0, quick=args.quick,
                           max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
                           gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "",
-                          storage=args.storage or "", output=args.output or "")
+                          storage=args.storage or "", output=args.output or "", checkpoint_seconds=args.checkpoint_seconds)
     p = plan(s)  # protocol, configs, data and stores checked before Ray starts
     results = reproduce(s, p)
     for r in results:

@@ -23,6 +23,7 @@ from methods import ConfigError
 from methods.data import load_dataset
 
 from . import tracking
+from .checkpointing import CHECKPOINT_SECONDS
 from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
 from .repro_table import RunRecord, render_table, reproduction_table
 
@@ -43,6 +44,7 @@ class ReproduceSettings:
     tracking_uri: str = ""
     storage: str = ""
     output: str = ""                 # default: reproductions/<paper>
+    checkpoint_seconds: float = CHECKPOINT_SECONDS  # a trial checkpoints at most this often (0: every epoch)
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
                    ) -> dict[str, Any]:
     from ray import tune
 
-    from .search import _storage
+    from .search import CHECKPOINTS, _storage, result_loggers
     from .trainable import trainable
     from .trial import MlflowTrialCallback
 
@@ -181,7 +183,7 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
     errors = 0
     if todo:
         decoder = CellDecoder(todo)
-        fn = tune.with_resources(tune.with_parameters(trainable, decode=decoder),
+        fn = tune.with_resources(tune.with_parameters(trainable, decode=decoder, checkpoint_seconds=s.checkpoint_seconds),
                                  {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
         # A Tune experiment per set of missing cells: a rerun after a crash runs what MLflow lacks then.
         name = f"{study}-{hashlib.sha256(''.join(sorted(cell_key(x) for x in todo)).encode()).hexdigest()[:8]}"
@@ -191,8 +193,8 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
             grid = tune.Tuner(
                 fn, param_space={"cell": tune.grid_search(list(range(len(todo))))},
                 tune_config=tune.TuneConfig(max_concurrent_trials=s.max_concurrent or None, reuse_actors=True),
-                run_config=tune.RunConfig(name=name, storage_path=_storage(s), callbacks=[callback], verbose=0,
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                run_config=tune.RunConfig(name=name, storage_path=_storage(s), callbacks=[callback, *result_loggers()], verbose=0,
+                                          checkpoint_config=CHECKPOINTS,
                                           failure_config=tune.FailureConfig(max_failures=2)),
             ).fit()
         except BaseException:

@@ -27,6 +27,7 @@ from methods import RunConfig
 from methods.data import load_dataset
 
 from . import tracking
+from .checkpointing import CHECKPOINT_SECONDS
 from .search_space import SearchSpace, load_search_space
 from .trainable import run_config_from, trainable
 from .trial import MlflowTrialCallback
@@ -50,6 +51,7 @@ class SearchSettings:
     grace_period: int = 1            # ASHA: epochs every trial gets before it may be stopped
     reduction_factor: int = 2
     experiment: str = ""             # MLflow experiment; default search/<dataset>
+    checkpoint_seconds: float = CHECKPOINT_SECONDS  # a trial checkpoints at most this often (0: every epoch)
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,44 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# A function trainable's thread waits at every `tune.report` until the driver has processed that result and asked
+# the actor for the next: a round trip per epoch, 33 ms on two busy cores against a 212 ms epoch
+# (benchmarks/orchestration.py). With a result buffer the actor collects at least this long before it sends
+# (Tune's TuneController._maybe_buffer_training and Trainable.train_buffered). The driver still processes every
+# epoch's result in order (ASHA, Optuna, MLflow); a result with a checkpoint is sent at once; a trial ASHA stops
+# trains on for at most this long. Tune turns buffering off for schedulers that cannot take it (HyperBand).
+REPORT_BUFFER_SECONDS = 1.0
+
+
+def tune_defaults() -> None:
+    """Environment read by Tune's controller when a Tuner starts; a value the user set is kept."""
+    os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1000")
+    os.environ.setdefault("TUNE_RESULT_BUFFER_MIN_TIME_S", str(REPORT_BUFFER_SECONDS))
+    # Tune's automatic loggers include TensorBoardX, which took about a third of the driver's CPU per result in a
+    # py-spy profile of benchmarks/orchestration.py; MLflow is this project's record. The JSON and CSV logs stay
+    # (result_loggers).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+# Tune saves its experiment state (trial statuses, their latest checkpoints) every 10 s or more, and at once after a
+# trial has registered `num_to_keep` checkpoints (ray/tune/execution/experiment_state.py, on_trial_checkpoint).
+# With one, every checkpoint, the final one included, is recorded at once: a driver killed just after a trial
+# finished finds it finished or at its final checkpoint, and trains none of its epochs again. Tune registers a
+# checkpoint only once it is written in full, so the latest is enough.
+CHECKPOINTS = tune.CheckpointConfig(num_to_keep=1)
+
+
+def result_loggers() -> list:
+    """Tune's per-trial result.json and progress.csv in the storage, without its TensorBoard events."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Connect to `$RAY_ADDRESS` when set, else start a local Ray bound to loopback."""
     quiet()
+    tune_defaults()
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
@@ -200,7 +237,8 @@ def best_config(grid, study: Study) -> dict[str, Any] | None:
 
 def _fit(study: Study, s: SearchSettings, uri: str, experiment: str, echo: bool):
     decode = study.space.decode
-    fn = tune.with_resources(tune.with_parameters(trainable, decode=decode), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    fn = tune.with_resources(tune.with_parameters(trainable, decode=decode, checkpoint_seconds=s.checkpoint_seconds),
+                             {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     path = f"{_storage(s).rstrip('/')}/{study.name}"
     if tune.Tuner.can_restore(path):
         # A rerun of the same command (e.g. after the driver was killed): finished trials are kept.
@@ -218,8 +256,8 @@ def _fit(study: Study, s: SearchSettings, uri: str, experiment: str, echo: bool)
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
                                     max_concurrent_trials=s.max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"{t.trial_id}_{run_config_from(decode(t.config)).hash()}"),
-        run_config=tune.RunConfig(name=study.name, storage_path=_storage(s), callbacks=[callback], verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        run_config=tune.RunConfig(name=study.name, storage_path=_storage(s), callbacks=[callback, *result_loggers()], verbose=0,
+                                  checkpoint_config=CHECKPOINTS,
                                   failure_config=tune.FailureConfig(max_failures=2)),
     )
     return tuner.fit()

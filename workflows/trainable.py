@@ -1,6 +1,7 @@
-"""The Tune trainable shared by `search` and `reproduce`: config -> methods.Trainer -> per-epoch `tune.report` with
-a checkpoint. A retried or restored trial resumes from its last checkpoint, so its metrics continue exactly where
-they stopped (Trainer.state_dict holds every RNG).
+"""The Tune trainable shared by `search` and `reproduce`: config -> methods.Trainer -> a `tune.report` every epoch,
+with a checkpoint when `checkpoint_seconds` have passed since the last one and after the final epoch. A retried or
+restored trial resumes from its last checkpoint and trains the epochs after it again; training is deterministic
+(Trainer.state_dict holds every RNG), so it reports the same metrics, and the driver logs each epoch once.
 
 This module is what every trial worker imports, so it imports no MLflow: trials never write to the tracking
 store (DESIGN.md, "MLflow layout"); their results reach the driver through Tune.
@@ -18,6 +19,7 @@ from ray import tune
 
 from methods import RunConfig, Trainer
 
+from .checkpointing import CHECKPOINT_SECONDS, CheckpointCadence
 from .hardware import hardware
 
 STATE_FILE = "trainer_state.pt"
@@ -29,7 +31,7 @@ def run_config_from(config: dict[str, Any]) -> RunConfig:
     return RunConfig.from_flat(config)
 
 
-def trainable(config: dict[str, Any], decode=None) -> None:
+def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
     """Ray Tune function trainable. `decode` maps sampled values back to config values (list choices)."""
     cfg = run_config_from(decode(config) if decode else config)
     # Ray sets OMP_NUM_THREADS only for whole CPUs; with a fraction of one (many small trials per core) torch
@@ -52,10 +54,21 @@ def trainable(config: dict[str, Any], decode=None) -> None:
             "trial.node_id": ray.get_runtime_context().get_node_id(),
             **{f"trial.{k}": v for k, v in hardware().items()}}
 
+    cadence = CheckpointCadence(checkpoint_seconds)
+
     def report(metrics: dict[str, float], tr: Trainer) -> None:
-        extra = {HISTORY_KEY: restored.pop()} if restored else {}
+        result = {**metrics, **info, **({HISTORY_KEY: restored.pop()} if restored else {})}
+        if not cadence.due(final=tr.epoch >= cfg.train.epochs or tr.diverged):
+            tune.report(result)
+            return
         with tempfile.TemporaryDirectory() as d:
             tr.save(Path(d) / STATE_FILE)
-            tune.report({**metrics, **info, **extra}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
 
+    if checkpoint is not None and trainer.history and (trainer.epoch >= cfg.train.epochs or trainer.diverged):
+        # Restored from its final checkpoint: the driver died after the trial's last epoch but before Tune recorded
+        # the trial finished. Nothing is trained; the last epoch is reported again (the driver skips it) so that
+        # its history reaches the driver, which fills in epochs (or the pruning curve) it had not yet written.
+        tune.report({**trainer.history[-1], **info, HISTORY_KEY: restored.pop()})
+        return
     trainer.fit(report)
