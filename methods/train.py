@@ -201,6 +201,11 @@ class Trainer:
         """The last epoch's loss was not finite (kept in `history`, so a restored run knows it too)."""
         return bool(self.history and self.history[-1].get("diverged"))
 
+    @property
+    def finished(self) -> bool:
+        """No epoch is left to train: the configured epochs are done, or the last one diverged."""
+        return self.epoch >= self.cfg.train.epochs or self.diverged
+
     def _measure(self, train_loss: torch.Tensor, train_acc: torch.Tensor) -> dict[str, float]:
         d = self.data
         val = metrics.accuracy(self.model, d.x_val, d.y_val)
@@ -218,7 +223,7 @@ class Trainer:
 
     def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
         """Train until `cfg.train.epochs` (or a diverged epoch), starting from the current epoch (0, or a restored one)."""
-        while self.epoch < self.cfg.train.epochs and not self.diverged:
+        while not self.finished:
             m = self.run_epoch()
             if on_epoch is not None:
                 on_epoch(m, self)

@@ -58,14 +58,14 @@ def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = C
 
     def report(metrics: dict[str, float], tr: Trainer) -> None:
         result = {**metrics, **info, **({HISTORY_KEY: restored.pop()} if restored else {})}
-        if not cadence.due(final=tr.epoch >= cfg.train.epochs or tr.diverged):
+        if not cadence.due(final=tr.finished):
             tune.report(result)
             return
         with tempfile.TemporaryDirectory() as d:
             tr.save(Path(d) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
 
-    if checkpoint is not None and trainer.history and (trainer.epoch >= cfg.train.epochs or trainer.diverged):
+    if checkpoint is not None and trainer.finished:
         # Restored from its final checkpoint: the driver died after the trial's last epoch but before Tune recorded
         # the trial finished. Nothing is trained; the last epoch is reported again (the driver skips it) so that
         # its history reaches the driver, which fills in epochs (or the pruning curve) it had not yet written.

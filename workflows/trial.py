@@ -5,8 +5,8 @@ filled in from the resumed trial's history) and closes the run with the trial's 
 
 Epochs are written by a background thread (`_Writer`), so Tune's event loop, and with it every trial waiting for
 its report to be taken, never waits on the tracking server; the epochs of a run queued within a second of each
-other (more under load) go to the store in one request. Runs are created and closed synchronously: a trial's run is complete before Tune records the
-trial as finished.
+other (more under load) go to the store in one request. Runs are created and closed synchronously: a trial's run
+is complete before Tune records the trial as finished.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ LINGER_SECONDS = 1.0
 class _Writer:
     """One thread performing MLflow writes in the order they were queued. It drains the queue LINGER_SECONDS
     after the first write arrived (at once when a flush waits) and sends the pending metrics of a run as one
-    log_batch (at most 900 metrics each); any other operation on a run (tags, a
-    pruning curve) first sends that run's pending metrics. The MLflow client retries a failed request itself
+    log_batch (at most 900 metrics each); any other operation on a run (tags, a pruning curve) first sends that
+    run's pending metrics. The MLflow client retries a failed request itself
     (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default with exponential back-off); what still fails is raised in the
     driver at its next write or flush, so nothing is lost silently."""
 
