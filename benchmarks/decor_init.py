@@ -1,6 +1,6 @@
-"""The decorrelated initialisation (methods/decorrelation.py) on typical layer shapes: mean and max |cosine|
+"""The decorrelated initialisation (methods/nn/decorrelation.py) on typical layer shapes: mean and max |cosine|
 between rows before and after, for a grid of step counts and Adam rates, and the time it takes. This is where
-the defaults of `model.decor_steps` / `model.decor_lr` (methods/dense.py) come from: Paper A's values are
+the defaults of `model.decor_steps` / `model.decor_lr` (methods/families/dense.py) come from: Paper A's values are
 unknown (shared/papers/diversification.md section 1.4).
 
     python benchmarks/decor_init.py
@@ -16,8 +16,8 @@ import time
 import torch
 from torch import nn
 
-from methods.decorrelation import decorrelate_rows_
-from methods.metrics import mean_abs_cosine
+from sparsebench.methods.nn.decorrelation import decorrelate_rows_
+from sparsebench.methods.core.metrics import mean_abs_cosine
 
 
 def row_stats(w: torch.Tensor) -> tuple[float, float]:

@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from methods import DataConfig, RunConfig, Trainer, load_dataset  # noqa: E402
+from sparsebench.methods import DataConfig, RunConfig, Trainer, load_dataset  # noqa: E402
 
 PROTOCOL = ROOT / "workflows" / "papers" / "diversification.yaml"
 EARLY = 5          # "the first 5 epochs" (abstract)

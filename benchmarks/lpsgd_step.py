@@ -30,10 +30,10 @@ def timed(fn, repeats: int) -> float:
 
 
 def build(method_name: str, a, shape: tuple[int, ...]):
-    """The registered method's own model and optimizer (methods/lp_sphere.py: which layers are constrained)."""
-    from methods.config import RunConfig
-    from methods.data import DataInfo
-    from methods.registry import get_method
+    """The registered method's own model and optimizer (methods/families/lp_sphere.py: which layers are constrained)."""
+    from sparsebench.methods.core.config import RunConfig
+    from sparsebench.methods.data import DataInfo
+    from sparsebench.methods.core.registry import get_method
 
     flat = {"method": method_name, "model.arch": a.arch, "model.p": [a.p], "train.batch_size": a.batch_size,
             "train.nesterov": True, "train.lr": 0.1}

@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from methods import RunConfig, Trainer, get_method, list_methods
-from methods.data import DataInfo, Dataset
+from sparsebench.methods import RunConfig, Trainer, get_method, list_methods
+from sparsebench.methods.data import DataInfo, Dataset
 
 
 def main(argv=None) -> int:
@@ -46,8 +46,8 @@ def main(argv=None) -> int:
         methods.insert(0, "dense")
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.kth == "torch":  # the reference the numpy selection is measured against (methods/spectral_layers.py)
-        import methods.spectral_layers as sl
+    if a.kth == "torch":  # the reference the numpy selection is measured against (methods/nn/spectral_layers.py)
+        import sparsebench.methods.nn.spectral_layers as sl
         sl.kth_smallest = lambda t, k: torch.kthvalue(t.reshape(-1), k).values
     hidden = [int(h) for h in a.hidden.split(",")]
 

@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 
-from methods import RunConfig, Trainer
-from workflows.checkpointing import CHECKPOINT_SECONDS
-from workflows.search import REPORT_BUFFER_SECONDS
-from workflows.trial import LINGER_SECONDS
+from sparsebench.methods import RunConfig, Trainer
+from sparsebench.workflows.checkpointing import CHECKPOINT_SECONDS
+from sparsebench.workflows.search import REPORT_BUFFER_SECONDS
+from sparsebench.workflows.trial import LINGER_SECONDS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -90,7 +90,7 @@ def space_file(args, folder: Path) -> Path:
 def analyse(uri: str, experiment: str, wall: float, cores: int, t0_ms: int, t1_ms: int) -> dict:
     from mlflow.tracking import MlflowClient
 
-    from workflows import tracking
+    from sparsebench.workflows import tracking
 
     c = MlflowClient(tracking_uri=uri)
     exp = c.get_experiment_by_name(experiment)
@@ -118,7 +118,7 @@ def analyse(uri: str, experiment: str, wall: float, cores: int, t0_ms: int, t1_m
 
 
 def study(s, cores: int) -> dict:
-    from workflows.search import search
+    from sparsebench.workflows.search import search
 
     t0_ms = int(time.time() * 1000)
     start = time.perf_counter()
@@ -140,9 +140,9 @@ def report(r: dict, cores: int) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from workflows.search import SearchSettings, init_ray
+    from sparsebench.workflows.search import SearchSettings, init_ray
 
-    import workflows.trial
+    import sparsebench.workflows.trial as trial
 
     variants = [v.split(":") for v in args.variants.split(",")]
     epochs, per_epoch = calibrate(args)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from early_epoch_gain import cells, run_jobs  # noqa: E402  (benchmarks/ is this script's directory)
 
-from methods import DataConfig, RunConfig, Trainer, load_dataset  # noqa: E402
+from sparsebench.methods import DataConfig, RunConfig, Trainer, load_dataset  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from methods import RunConfig, Trainer, get_method, metrics
-from methods.data import DataInfo, Dataset
-from methods.decorrelation import PENALTIES
+from sparsebench.methods import RunConfig, Trainer, get_method, metrics
+from sparsebench.methods.data import DataInfo, Dataset
+from sparsebench.methods.nn.decorrelation import PENALTIES
 
 
 def random_data(n: int, seed: int = 0) -> Dataset:

@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.config import DataConfig, RunConfig, TrainConfig
-from methods.data import DataInfo, Dataset
-from methods.dense import DenseConfig
-from methods.train import Trainer, resolve_device
+from sparsebench.methods.core.config import DataConfig, RunConfig, TrainConfig
+from sparsebench.methods.data import DataInfo, Dataset
+from sparsebench.methods.families.dense import DenseConfig
+from sparsebench.methods.core.train import Trainer, resolve_device
 
 INPUT_SHAPE = (1, 28, 28)  # what load_dataset("mnist") yields; the MLP flattens it to 784 inputs
 NUM_CLASSES = 10

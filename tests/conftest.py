@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import methods
-from methods import DataConfig, RunConfig, load_dataset
+import sparsebench.methods as methods
+from sparsebench.methods import DataConfig, RunConfig, load_dataset
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from workflows import tracking
+from sparsebench.workflows import tracking
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -188,7 +188,7 @@ class LoopbackCluster:
 
     def _spawn_server(self) -> subprocess.Popen:
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "workflows", "server", "--port", str(self.mlflow_port), "--workers", "2"],
+            [sys.executable, "-m", "sparsebench.workflows", "server", "--port", str(self.mlflow_port), "--workers", "2"],
             cwd=self.server_dir, env=self.env, stdout=open(self.server_dir / "server.log", "ab"), stderr=subprocess.STDOUT,
             start_new_session=True)
         return self.server
@@ -218,7 +218,7 @@ class LoopbackCluster:
     def search(self, *args: str, name: str, env: dict | None = None) -> subprocess.Popen:
         """`sparsebench search` as a driver process connected to the cluster (RAY_ADDRESS), logging to the
         server; its output goes to <base>/<name>.log (appended: a rerun adds to it)."""
-        cmd = [sys.executable, "-m", "workflows", "search", "--tracking-uri", self.mlflow, *args]
+        cmd = [sys.executable, "-m", "sparsebench.workflows", "search", "--tracking-uri", self.mlflow, *args]
         log = open(self.base / f"{name}.log", "a")
         return subprocess.Popen(cmd, cwd=REPO, env={**self.env, "RAY_ADDRESS": self.address, **(env or {})}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,4 +1,4 @@
-"""Batch augmentation (methods/augment.py) against per-sample references: reflect-padded crop windows, flips,
+"""Batch augmentation (methods/data/augment.py) against per-sample references: reflect-padded crop windows, flips,
 clipped Cutout holes, normalisation, and reproducibility from the caller's generator."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.augment import FASHION_MNIST_LPSS, PRESETS, Augment, augment, normalize
+from sparsebench.methods.data.augment import FASHION_MNIST_LPSS, PRESETS, Augment, augment, normalize
 
 
 def gen(seed: int = 0) -> torch.Generator:

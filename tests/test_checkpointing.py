@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from workflows.checkpointing import CHECKPOINT_SECONDS, CheckpointCadence
-from workflows.cli import _settings, build_parser
+from sparsebench.workflows.checkpointing import CHECKPOINT_SECONDS, CheckpointCadence
+from sparsebench.workflows.cli import _settings, build_parser
 
 
 class Clock:

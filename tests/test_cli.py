@@ -7,7 +7,7 @@ import sys
 import pytest
 import ray
 
-from workflows.cli import main
+from sparsebench.workflows.cli import main
 
 BAD = [
     (["search", "--methods", "nope"], "unknown method 'nope'; registered methods: dense"),
@@ -81,7 +81,7 @@ def test_table_without_database(capsys, in_tmp_cwd):
 
 def test_console_entry_point_exit_code(in_tmp_cwd):
     """The real process: `python -m workflows` exits 2 and prints one line to stderr."""
-    r = subprocess.run([sys.executable, "-m", "workflows", "search", "--methods", "dense", "--epochs", "0"],
+    r = subprocess.run([sys.executable, "-m", "sparsebench.workflows", "search", "--methods", "dense", "--epochs", "0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["sparsebench: error: search: argument --epochs: 0 must be >= 1"]

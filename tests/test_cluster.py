@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workflows import tracking
-from workflows.trainable import HISTORY_KEY, STATE_FILE
+from sparsebench.workflows import tracking
+from sparsebench.workflows.trainable import HISTORY_KEY, STATE_FILE
 
 from .loopback_cluster import RAY, REPO, LoopbackCluster, alive, trial_workers
 
@@ -104,7 +104,7 @@ def test_job_submit_logs_every_trial_to_the_server_and_results_to_the_storage(cl
     assert (cluster.home / ".ray" / "auth_token").is_file()         # token auth on, with the token made for it
     before = {p.name for p in REPO.iterdir()}
     cmd = [RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", ".", "--",
-           "python", "-m", "workflows", "search", "--methods", "dense", "--num-samples", "2", "--epochs", "2",
+           "python", "-m", "sparsebench.workflows", "search", "--methods", "dense", "--num-samples", "2", "--epochs", "2",
            "--tracking-uri", cluster.mlflow, "--storage", str(storage)]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "succeeded" in p.stdout + p.stderr, (p.stdout[-4000:], p.stderr[-4000:])

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from methods import ConfigError, RunConfig, UnknownMethodError
-from methods.config import DataConfig, TrainConfig
+from sparsebench.methods import ConfigError, RunConfig, UnknownMethodError
+from sparsebench.methods.core.config import DataConfig, TrainConfig
 
 # Pinned: if one of these changes, results already in users' MLflow stores can no longer be found by hash.
 PINNED = [

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from methods import DataConfig, DatasetError, list_datasets, load_dataset
-from methods.data import MNIST, IdxSource, RemoteFile, fetch_idx, parse_idx, write_idx
+from sparsebench.methods import DataConfig, DatasetError, list_datasets, load_dataset
+from sparsebench.methods.data import RemoteFile
+from sparsebench.methods.data.sources.idx import MNIST, IdxSource, fetch_idx, parse_idx, write_idx
 
 
 def make_idx_dataset(folder: Path, n_train=50, n_test=20, seed=0) -> IdxSource:
@@ -105,7 +106,8 @@ def test_real_mnist_from_shared_datasets(shared_datasets, monkeypatch):
 
 
 def test_fashion_mnist_labels_from_shared_datasets(shared_datasets):
-    from methods.data import FASHION_MNIST, _verify
+    from sparsebench.methods.data.fetch import _verify
+    from sparsebench.methods.data.sources.idx import FASHION_MNIST
 
     for role in ("train_y", "test_y"):
         spec = FASHION_MNIST.files[role]

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-import methods.data_cifar as cifar
-from methods import DataConfig, DatasetError, list_datasets, load_dataset
-from methods.data import RemoteFile, fetch_source
-from methods.data_cifar import parse_cifar_tarball, unpickle_batch
+import sparsebench.methods.data.sources.cifar as cifar
+from sparsebench.methods import DataConfig, DatasetError, list_datasets, load_dataset
+from sparsebench.methods.data import RemoteFile, fetch_source
+from sparsebench.methods.data.sources.cifar import parse_cifar_tarball, unpickle_batch
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 

@@ -11,9 +11,10 @@ import pytest
 import scipy.io
 import torch
 
-import methods.data as data
-from methods import DataConfig, DatasetError, list_datasets, load_dataset
-from methods.data import MatSource, RemoteFile, fetch_mat, parse_mat
+import sparsebench.methods.data.sources.mat as data
+from sparsebench.methods import DataConfig, DatasetError, list_datasets, load_dataset
+from sparsebench.methods.data import RemoteFile
+from sparsebench.methods.data.sources.mat import MatSource, fetch_mat, parse_mat
 
 # shared/datasets/README.md: samples x features (classes)
 README_SIZES = {"coil20": (1440, 1024, 20), "madelon": (2600, 500, 2), "lung_small": (73, 325, 7), "arcene": (200, 10000, 2)}
@@ -245,7 +246,7 @@ def test_image_datasets_are_not_standardised(digits):
 
 
 def test_features_constant_in_training_are_zeroed_not_blown_up():
-    from methods.data import standardize
+    from sparsebench.methods.data import standardize
 
     x_train = np.array([[1.0, 5.0], [3.0, 5.0]], dtype=np.float32)
     x_test = np.array([[2.0, 9.0]], dtype=np.float32)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-import methods.data_tiny_imagenet as tiny
-from methods import DataConfig, DatasetError, list_datasets, load_dataset
-from methods.data import RemoteFile, fetch_source
-from methods.data_tiny_imagenet import parse_tiny_imagenet_zip
+import sparsebench.methods.data.sources.tiny_imagenet as tiny
+from sparsebench.methods import DataConfig, DatasetError, list_datasets, load_dataset
+from sparsebench.methods.data import RemoteFile, fetch_source
+from sparsebench.methods.data.sources.tiny_imagenet import parse_tiny_imagenet_zip
 
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 WNIDS = ["n03000000", "n01000000", "n02000000"]  # listed unsorted, as the real wnids.txt is

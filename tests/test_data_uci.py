@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import methods.data_uci as uci
-from methods import DataConfig, DatasetError, list_datasets, load_dataset
-from methods.data import FileSource, RemoteFile, fetch_source
-from methods.data_uci import parse_climate, parse_libsvm, parse_mushroom
+import sparsebench.methods.data.sources.uci as uci
+from sparsebench.methods import DataConfig, DatasetError, list_datasets, load_dataset
+from sparsebench.methods.data import FileSource, RemoteFile, fetch_source
+from sparsebench.methods.data.sources.uci import parse_climate, parse_libsvm, parse_mushroom
 
 # shared/datasets/README.md, "Checksums" (copied here, not taken from the loader, so that both are checked)
 README_SHA256 = {

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from methods import ConfigError, RunConfig, Trainer, get_method
-from methods import decorrelation as dc
-from methods.layers import MaskedLinear
-from methods.metrics import diversity, mean_abs_cosine, mean_abs_pearson
-from methods.models import MLP
+from sparsebench.methods import ConfigError, RunConfig, Trainer, get_method
+from sparsebench.methods.nn import decorrelation as dc
+from sparsebench.methods.nn.layers import MaskedLinear
+from sparsebench.methods.core.metrics import diversity, mean_abs_cosine, mean_abs_pearson
+from sparsebench.methods.nn.models import MLP
 
 from .conftest import small_config
 

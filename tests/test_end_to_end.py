@@ -11,10 +11,10 @@ import ray
 import torch
 from mlflow.tracking import MlflowClient
 
-from methods.metrics import EPOCH_KEYS
-from workflows import tracking
-from workflows.cli import main
-from workflows.trainable import STATE_FILE
+from sparsebench.methods.core.metrics import EPOCH_KEYS
+from sparsebench.workflows import tracking
+from sparsebench.workflows.cli import main
+from sparsebench.workflows.trainable import STATE_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

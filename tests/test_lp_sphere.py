@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods import ConfigError, RunConfig, Trainer
-from methods.lp_sphere import SemiMaskedLinear
-from methods.lpsgd import LpSGD, row_norm
+from sparsebench.methods import ConfigError, RunConfig, Trainer
+from sparsebench.methods.families.lp_sphere import SemiMaskedLinear
+from sparsebench.methods.nn.lpsgd import LpSGD, row_norm
 
 from .conftest import small_config
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods import ConfigError, RunConfig
-from methods.data import Dataset
-from methods.lp_sphere import lp_layers
-from methods.semi_masked import SemiMaskedConv2d, SemiMaskedLinear
-from methods.train import Trainer
-from methods.wrn import p_slot_count
+from sparsebench.methods import ConfigError, RunConfig
+from sparsebench.methods.data import Dataset
+from sparsebench.methods.families.lp_sphere import lp_layers
+from sparsebench.methods.nn.semi_masked import SemiMaskedConv2d, SemiMaskedLinear
+from sparsebench.methods.core.train import Trainer
+from sparsebench.methods.nn.wrn import p_slot_count
 
 BASE = {"train.epochs": 3, "train.batch_size": 64, "train.lr": 0.05, "train.nesterov": True,
         "model.arch": "wrn12"}

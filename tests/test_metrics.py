@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from methods.layers import WeightLayer
-from methods.metrics import accuracy, hoyer_rows, params_trainable, structure
-from methods.models import MLP
+from sparsebench.methods.nn.layers import WeightLayer
+from sparsebench.methods.core.metrics import accuracy, hoyer_rows, params_trainable, structure
+from sparsebench.methods.nn.models import MLP
 
 
 def hoyer(v):
@@ -108,7 +108,7 @@ def test_accuracy_counts_exactly():
 
 
 def test_non_chain_model_is_refused():
-    from methods.layers import DenseLinear
+    from sparsebench.methods.nn.layers import DenseLinear
 
     m = hand_built()
     m.layers[1] = DenseLinear(5, 2)  # 3 hidden outputs feed a layer expecting 5 inputs

@@ -8,13 +8,14 @@ import math
 import pytest
 import torch
 
-from methods import ConfigError, RunConfig, Trainer, list_methods
-from methods.layers import DenseLinear, MaskedLinear
-from methods.metrics import params_trainable, structure
-from methods.models import MLP
-from methods.node_pruning import node_scores, prune_, pruning_curve, removal_masks, remove_nodes_
-from methods.spectral_filter import shrink
-from methods.spectral_layers import DenseSparseLinear, SpectralLinear
+from sparsebench.methods import ConfigError, RunConfig, Trainer, list_methods
+from sparsebench.methods.nn.layers import DenseLinear, MaskedLinear
+from sparsebench.methods.core.metrics import params_trainable, structure
+from sparsebench.methods.nn.models import MLP
+from sparsebench.methods.core.metrics import pruning_curve
+from sparsebench.methods.nn.node_pruning import node_scores, prune_, removal_masks, remove_nodes_
+from sparsebench.methods.families.spectral_filter import shrink
+from sparsebench.methods.nn.spectral_layers import DenseSparseLinear, SpectralLinear
 
 from .conftest import small_config
 

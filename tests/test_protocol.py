@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from workflows.cli import main
-from workflows.protocol import ProtocolError, list_papers, load_paper
+from sparsebench.workflows.cli import main
+from sparsebench.workflows.protocol import ProtocolError, list_papers, load_paper
 
 GOOD = """\
 paper: toy
@@ -133,7 +133,7 @@ def test_reproduce_exits_2_on_a_malformed_protocol_before_starting_anything(tmp_
 
 
 def test_plan_shrinks_quick_cells_and_filters_datasets(in_tmp_cwd):
-    from workflows.reproduce import QUICK_EPOCHS, ReproduceSettings, plan
+    from sparsebench.workflows.reproduce import QUICK_EPOCHS, ReproduceSettings, plan
 
     p = plan(ReproduceSettings(paper="baselines", experiments=("dense_digits", "dense_uci"), datasets=("digits", "iris"),
                                quick=True))
@@ -154,7 +154,7 @@ def test_plan_shrinks_quick_cells_and_filters_datasets(in_tmp_cwd):
 
 def test_quick_refuses_a_protocol_it_cannot_shrink(in_tmp_cwd, shared_datasets, monkeypatch):
     """set_neuron prunes from epoch 10: two quick epochs make its config impossible, which is said up front."""
-    from workflows.reproduce import ReproduceSettings, plan
+    from sparsebench.workflows.reproduce import ReproduceSettings, plan
 
     monkeypatch.setenv("SPARSEBENCH_DATA", str(shared_datasets))
     with pytest.raises(ProtocolError, match="arm set_neuron_target: .*--quick shrinks epochs to 2"):
@@ -163,7 +163,7 @@ def test_quick_refuses_a_protocol_it_cannot_shrink(in_tmp_cwd, shared_datasets, 
 
 def test_cells_that_would_be_one_run_are_refused(tmp_path, in_tmp_cwd):
     """--quick caps max_train at 1000: a sweep over larger subsets collapses, which is said before anything runs."""
-    from workflows.reproduce import ReproduceSettings, plan
+    from sparsebench.workflows.reproduce import ReproduceSettings, plan
 
     doc = GOOD.replace("sweep:\n      model.hidden: [[8], [16]]", "sweep:\n      data.max_train: [1200, 1500]").replace(
         "at: {model.hidden: [8]}", "at: {data.max_train: 1200}")
@@ -174,8 +174,8 @@ def test_cells_that_would_be_one_run_are_refused(tmp_path, in_tmp_cwd):
 
 
 def test_list_reports_a_broken_file_and_goes_on(tmp_path, monkeypatch):
-    import workflows.protocol as protocol
-    from workflows.reproduce import list_protocols
+    import sparsebench.workflows.protocol as protocol
+    from sparsebench.workflows.reproduce import list_protocols
 
     write(tmp_path, GOOD)
     write(tmp_path, GOOD.replace("paper: toy", "paper: broken").replace("value: 0.9,", "value: 9,"), name="broken")

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import Trainer, list_methods
-from methods.layers import weight_layers
-from methods.metrics import EPOCH_KEYS
-from methods.spectral_layers import SpectralLinear
+from sparsebench.methods import Trainer, list_methods
+from sparsebench.methods.nn.layers import weight_layers
+from sparsebench.methods.core.metrics import EPOCH_KEYS
+from sparsebench.methods.nn.spectral_layers import SpectralLinear
 
 from .conftest import small_config
 

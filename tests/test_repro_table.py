@@ -8,8 +8,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from workflows.protocol import load_paper
-from workflows.repro_table import COLUMNS, RunRecord, render_table, reproduction_table
+from sparsebench.workflows.protocol import load_paper
+from sparsebench.workflows.repro_table import COLUMNS, RunRecord, render_table, reproduction_table
 
 PROTOCOL = """\
 paper: toy
@@ -133,8 +133,8 @@ def test_read_records_keeps_the_newest_run_of_each_planned_cell(exp, tmp_path):
     """Runs of cells the plan no longer has (an edited protocol) and older runs of a cell never reach the table."""
     import time
 
-    from workflows import tracking
-    from workflows.reproduce import TAG_CELL, read_records
+    from sparsebench.workflows import tracking
+    from sparsebench.workflows.reproduce import TAG_CELL, read_records
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     c = tracking.client(uri)

@@ -8,9 +8,9 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from workflows import tracking
-from workflows.cli import main
-from workflows.repro_table import COLUMNS
+from sparsebench.workflows import tracking
+from sparsebench.workflows.cli import main
+from sparsebench.workflows.repro_table import COLUMNS
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_quick_reproduction_tables_and_resume(in_tmp_cwd, ray_session, capsys):
 
 
 def test_search_final_stage_reruns_each_best_config_over_seeds(in_tmp_cwd, ray_session):
-    from workflows.reproduce import ReproduceSettings, final_stage
+    from sparsebench.workflows.reproduce import ReproduceSettings, final_stage
 
     best = {"method": "dense", "data.dataset": "digits", "train.epochs": 1, "model.hidden": [16], "train.lr": 0.05}
     results = [{"best_config": best}, {"best_config": None}]    # the second method's study had no finished trial

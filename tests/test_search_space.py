@@ -4,8 +4,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from methods import RunConfig, get_method, list_methods
-from workflows.search_space import SearchSpaceError, default_path, load_search_space
+from sparsebench.methods import RunConfig, get_method, list_methods
+from sparsebench.workflows.search_space import SearchSpaceError, default_path, load_search_space
 
 VALID = """
 method: dense

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from workflows.cli import main
-from workflows.server import is_loopback, mask, server_command
+from sparsebench.workflows.cli import main
+from sparsebench.workflows.server import is_loopback, mask, server_command
 
 
 @pytest.mark.parametrize("uri,message", [

@@ -1,4 +1,4 @@
-"""SET family (methods/set_prune.py): measured facts about masks, rewiring and neuron pruning."""
+"""SET family (methods/families/set_prune.py): measured facts about masks, rewiring and neuron pruning."""
 from __future__ import annotations
 
 import math
@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from methods import ConfigError, RunConfig, Trainer
-from methods.layers import MaskedLinear
-from methods.metrics import structure
-from methods.set_prune import er_density, set_evolve
+from sparsebench.methods import ConfigError, RunConfig, Trainer
+from sparsebench.methods.nn.layers import MaskedLinear
+from sparsebench.methods.core.metrics import structure
+from sparsebench.methods.families.set_prune import er_density, set_evolve
 
 from .conftest import small_config
 

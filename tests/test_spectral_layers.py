@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.metrics import params_trainable, structure
-from methods.models import MLP
-from methods.spectral_layers import VARIANTS, DenseSparseLinear, SpectralLinear, closed_form_weight, dynamic_sparsify
+from sparsebench.methods.core.metrics import params_trainable, structure
+from sparsebench.methods.nn.models import MLP
+from sparsebench.methods.nn.spectral_layers import VARIANTS, DenseSparseLinear, SpectralLinear, closed_form_weight, dynamic_sparsify
 
 
 def layer(n_in, n_out, variant, seed=0, **kw):
@@ -131,7 +131,7 @@ def test_dynamic_sparsification_zeroes_exactly_the_requested_share(sparsity):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_kth_smallest_is_torch_kthvalue(dtype):
     """The CPU selection (numpy) and the device one (torch.kthvalue) pick the same element, ties included."""
-    from methods.spectral_layers import kth_smallest
+    from sparsebench.methods.nn.spectral_layers import kth_smallest
     a = torch.randn(300, 70, generator=torch.Generator().manual_seed(1)).abs().to(dtype)
     a[:5] = a[5:10]   # repeated values
     for k in (1, 7, 1000, 14999, a.numel()):

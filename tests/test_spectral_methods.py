@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from methods import ConfigError, RunConfig, Trainer
+from sparsebench.methods import ConfigError, RunConfig, Trainer
 
 from .conftest import small_config
 

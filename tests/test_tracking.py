@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workflows import tracking
-from workflows.tables import best_table, runs_frame
-from workflows.trial import MlflowTrialCallback
+from sparsebench.workflows import tracking
+from sparsebench.workflows.tables import best_table, runs_frame
+from sparsebench.workflows.trial import MlflowTrialCallback
 
 CONFIG = {"method": "dense", "data.dataset": "digits", "train.epochs": 4, "train.lr": 0.05}
 
@@ -146,7 +146,7 @@ def test_pruning_curve_is_logged_once_even_when_the_final_result_arrives_again(s
 def test_epochs_a_killed_driver_had_not_written_are_filled_in_from_the_resumed_trials_history(store):
     """The first driver wrote epoch 1 only (2 and 3 were still queued when it died); Tune restores the trial from
     its epoch-3 checkpoint, whose first report (epoch 4) carries the trained history (workflows/trainable.py)."""
-    from workflows.trainable import HISTORY_KEY
+    from sparsebench.workflows.trainable import HISTORY_KEY
 
     trial = SimpleNamespace(trial_id="t1", config=CONFIG, last_result={})
     cb = make_callback(store)
@@ -187,7 +187,7 @@ class CountingClient:
 
 
 def test_queued_epochs_of_a_run_are_coalesced_while_the_server_is_slow(store):
-    from workflows.trial import _Writer
+    from sparsebench.workflows.trial import _Writer
 
     run_id = store.client.create_run(store.exp_id).info.run_id
     slow = CountingClient(store.client)
@@ -203,7 +203,7 @@ def test_queued_epochs_of_a_run_are_coalesced_while_the_server_is_slow(store):
 
 
 def test_a_write_that_fails_after_the_clients_retries_stops_the_driver(store):
-    from workflows.trial import _Writer
+    from sparsebench.workflows.trial import _Writer
 
     run_id = store.client.create_run(store.exp_id).info.run_id
     broken = CountingClient(store.client, fail=True)
@@ -217,7 +217,7 @@ def test_a_write_that_fails_after_the_clients_retries_stops_the_driver(store):
 
 
 def test_epochs_arriving_within_the_linger_go_in_one_request(store):
-    from workflows.trial import LINGER_SECONDS, _Writer
+    from sparsebench.workflows.trial import LINGER_SECONDS, _Writer
 
     run_id = store.client.create_run(store.exp_id).info.run_id
     counting = CountingClient(store.client)
@@ -232,7 +232,7 @@ def test_epochs_arriving_within_the_linger_go_in_one_request(store):
 
 
 def test_a_flush_does_not_wait_for_the_linger(store, monkeypatch):
-    import workflows.trial as trial
+    import sparsebench.workflows.trial as trial
 
     monkeypatch.setattr(trial, "LINGER_SECONDS", 3600.0)
     run_id = store.client.create_run(store.exp_id).info.run_id

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from methods import RunConfig, Trainer
+from sparsebench.methods import RunConfig, Trainer
 
 from .conftest import small_config
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import ConfigError, RunConfig, Trainer, load_dataset, metrics
-from methods.augment import FASHION_MNIST_LPSS, PRESETS, Augment, normalize
-from methods.config import DataConfig, TrainConfig
+from sparsebench.methods import ConfigError, RunConfig, Trainer, load_dataset, metrics
+from sparsebench.methods.data.augment import FASHION_MNIST_LPSS, PRESETS, Augment, normalize
+from sparsebench.methods.core.config import DataConfig, TrainConfig
 
 from .conftest import small_config
 

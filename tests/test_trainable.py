@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import workflows.trainable as trainable_module
-from methods import RunConfig, Trainer
-from workflows.trainable import HISTORY_KEY, STATE_FILE, trainable
+import sparsebench.workflows.trainable as trainable_module
+from sparsebench.methods import RunConfig, Trainer
+from sparsebench.workflows.trainable import HISTORY_KEY, STATE_FILE, trainable
 
 CONFIG = {"method": "dense", "data.dataset": "digits", "model.hidden": [16], "train.epochs": 3}
 

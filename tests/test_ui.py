@@ -25,7 +25,7 @@ def test_ui_serves_the_store(in_tmp_cwd):
     uri = f"sqlite:///{in_tmp_cwd / 'mlflow.db'}"
     MlflowClient(tracking_uri=uri).create_experiment("search/digits")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "workflows", "ui", "--port", str(port)], cwd=in_tmp_cwd,
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebench.workflows", "ui", "--port", str(port)], cwd=in_tmp_cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120

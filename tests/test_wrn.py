@@ -1,14 +1,14 @@
-"""The LpSS wide ResNets (methods/wrn.py): exact parameter counts of the README's nw column, shapes, layer order and
-roles, the factory hook, the authors' init, and what methods/metrics.py can measure on them."""
+"""The LpSS wide ResNets (methods/nn/wrn.py): exact parameter counts of the README's nw column, shapes, layer order and
+roles, the factory hook, the authors' init, and what methods/core/metrics.py can measure on them."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from methods import metrics
-from methods.layers import WeightLayer
-from methods.wrn import (ROLES, DenseConv2d, WideResNet, dense_factory, lpss_constrained, lpss_p_slots,
+from sparsebench.methods import metrics
+from sparsebench.methods.nn.layers import WeightLayer
+from sparsebench.methods.nn.wrn import (ROLES, DenseConv2d, WideResNet, dense_factory, lpss_constrained, lpss_p_slots,
                          wide_resnet12_cifar, wide_resnet18_cifar, wide_resnet22_2_cifar, wide_resnet22_4_cifar)
 
 # (constructor, input channels, classes, README nw, role counts stem/conv/shortcut/fc); dossier section 5.1.
@@ -143,7 +143,7 @@ def test_what_metrics_measure_on_a_wrn():
 
 def test_structure_counts_channels_of_residual_groups():
     """A unit of a residual stream is active while any writer has an incoming and any reader an outgoing weight
-    (methods/metrics.py `unit_groups`); wrn12's groups are read from methods/wrn.py's layer order."""
+    (methods/core/metrics.py `unit_groups`); wrn12's groups are read from methods/nn/wrn.py's layer order."""
     model = wide_resnet12_cifar(1, 10)
     layers = model.weight_layers()
     s = metrics.structure(model)

@@ -1,4 +1,4 @@
-"""`python -m workflows <cmd>` == `sparsebench <cmd>`."""
+"""`python3 -m sparsebench.workflows <cmd>` == `sparsebench <cmd>`."""
 import sys
 
 from .cli import main

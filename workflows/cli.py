@@ -1,4 +1,4 @@
-"""Command line: `sparsebench <command>` == `python -m workflows <command>`.
+"""Command line: `sparsebench <command>` == `python3 -m sparsebench.workflows <command>`.
 
 Bad input (unknown method or dataset, malformed search space, impossible values) is reported as one line
 `sparsebench: error: ...` with exit code 2, before Ray or MLflow is started.
@@ -11,16 +11,22 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import methods
-from methods import ConfigError, DatasetError, UnknownMethodError, list_datasets, list_methods
+import sparsebench.methods as methods
+from sparsebench.methods import ConfigError, DatasetError, UnknownMethodError, list_datasets, list_methods
+from sparsebench.methods.families import MethodPathError, check_discovery
 
+from . import catalog
 from .checkpointing import CHECKPOINT_SECONDS
+from .errors import ResourceError, SearchInterrupted
+from .protocol import ProtocolError
 from .search_space import SearchSpaceError
+from .tables import TableError, best_table, render, runs_frame
+from .tracking import StoreError, check_store, default_tracking_uri
 
-if TYPE_CHECKING:  # imported lazily at run time: Ray loads only for commands that need it
-    from .search import SearchSettings
+# The commands that run trials (search, reproduce) import Ray Tune, which takes seconds; `sparsebench table`, `ui`,
+# `server` and every refused command line should not wait for it, so those two modules are imported in the
+# command functions that need them.
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
@@ -98,6 +104,25 @@ def _dataset(text: str) -> str:
     return text
 
 
+def runner_options(sp) -> None:
+    """The options of every command that runs trials (workflows/runner.py RunnerSettings), as one group."""
+    g = sp.add_argument_group("running trials")
+    g.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at once (default: as the CPUs allow)")
+    g.add_argument("--cpus-per-trial", type=_pos_float, default=1.0)
+    g.add_argument("--gpus-per-trial", type=_nonneg_float, default=0.0)
+    g.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    g.add_argument("--storage", default=None, help="Ray Tune storage path or URI (default: ./ray_results)")
+    g.add_argument("--checkpoint-seconds", type=_nonneg_float, default=CHECKPOINT_SECONDS,
+                   help="a trial saves its state at most this often, and after its last epoch (0: every epoch)")
+
+
+def runner_settings(args) -> dict:
+    """RunnerSettings' fields from the parsed `runner_options`."""
+    return dict(max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
+                gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "", storage=args.storage or "",
+                checkpoint_seconds=args.checkpoint_seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sparsebench", description="Compare parameter-efficient ways to train neural networks.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -106,14 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--dataset", type=_dataset, default="digits", help=f"one of {', '.join(list_datasets())}")
         sp.add_argument("--num-samples", type=_positive_int, default=samples, help="trials per method")
         sp.add_argument("--epochs", type=_positive_int, default=epochs, help="epochs per trial (ASHA's max_t)")
-        sp.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at once (default: as the CPUs allow)")
-        sp.add_argument("--cpus-per-trial", type=_pos_float, default=1.0)
-        sp.add_argument("--gpus-per-trial", type=_nonneg_float, default=0.0)
-        sp.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
-        sp.add_argument("--storage", default=None, help="Ray Tune storage path or URI (default: ./ray_results)")
         sp.add_argument("--seed", type=_seed, default=0, help="seed of the Optuna sampler and of every trial")
-        sp.add_argument("--checkpoint-seconds", type=_nonneg_float, default=CHECKPOINT_SECONDS,
-                        help="a trial saves its state at most this often, and after its last epoch (0: every epoch)")
+        runner_options(sp)
 
     s = sub.add_parser("search", help="Optuna search per method, scheduled by Ray Tune + ASHA, logged to MLflow")
     s.add_argument("--methods", type=_methods, required=True, help=f"comma-separated, or 'all' ({', '.join(list_methods())})")
@@ -123,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grace-period", type=_positive_int, default=1, help="ASHA: epochs every trial runs before it may be stopped")
     s.add_argument("--final-seeds", type=_positive_int, default=None,
                    help="then re-run each method's best configuration over this many seeds (final stage, with a table)")
+
+    sub.add_parser("methods", help="the registered methods: what each is, its paper, its file and search space")
 
     t = sub.add_parser("table", help="best trial per method from MLflow, as a table")
     t.add_argument("--experiment", default=None, help="MLflow experiment (default: all)")
@@ -142,14 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=_positive_int, default=None, help="seeds per cell (default: the protocol's)")
     r.add_argument("--quick", action="store_true",
                    help="at most 1000 samples, 2 epochs, 2 seeds per cell: a smoke run (its tables say so)")
-    r.add_argument("--max-concurrent", type=_positive_int, default=None, help="trials at once (default: as the CPUs allow)")
-    r.add_argument("--cpus-per-trial", type=_pos_float, default=1.0)
-    r.add_argument("--gpus-per-trial", type=_nonneg_float, default=0.0)
-    r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
-    r.add_argument("--storage", default=None, help="Ray Tune storage path or URI (default: ./ray_results)")
+    runner_options(r)
     r.add_argument("--output", default=None, help="folder for the tables and plots (default: reproductions/<paper>)")
-    r.add_argument("--checkpoint-seconds", type=_nonneg_float, default=CHECKPOINT_SECONDS,
-                   help="a trial saves its state at most this often, and after its last epoch (0: every epoch)")
 
     u = sub.add_parser("ui", help="MLflow UI on 127.0.0.1 against the same store")
     u.add_argument("--tracking-uri", default=None)
@@ -167,29 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args, method_names) -> "SearchSettings":
+def _settings(args, method_names):
     from .search import SearchSettings
 
     if getattr(args, "search_space", None) and len(method_names) > 1:
         raise UsageError("--search-space: give one method with it (it replaces that method's space)")
     return SearchSettings(methods=tuple(method_names), dataset=args.dataset, num_samples=args.num_samples, epochs=args.epochs,
-                          max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
-                          gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "", storage=args.storage or "",
                           seed=args.seed, search_space=getattr(args, "search_space", None) or "",
                           experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", 1),
-                          checkpoint_seconds=args.checkpoint_seconds)
+                          **runner_settings(args))
 
 
 def cmd_search(args, method_names) -> int:
+    from .reproduce import ReproduceSettings, final_stage
     from .search import plan, search
-    from .tables import best_table, render, runs_frame
-    from .tracking import default_tracking_uri
 
     s = _settings(args, method_names)
     studies = plan(s)  # everything is validated before Ray starts
     start = time.perf_counter()
     results = search(s, studies)
-    uri = s.tracking_uri or default_tracking_uri()
+    uri = s.uri
     # The table of the studies just run (the experiment may hold earlier searches with other settings).
     table = best_table(runs_frame(uri, results[0]["experiment"], parent_run_ids=[r["parent_run_id"] for r in results]))
     print()
@@ -198,11 +210,7 @@ def cmd_search(args, method_names) -> int:
           f"MLflow experiment {results[0]['experiment']!r} at {uri}")
     code = 1 if any(r["errors"] for r in results) else 0
     if getattr(args, "final_seeds", None):
-        from .reproduce import ReproduceSettings, final_stage
-
-        rs = ReproduceSettings(paper=f"search-{s.dataset}", seeds=args.final_seeds, max_concurrent=s.max_concurrent,
-                               cpus_per_trial=s.cpus_per_trial, gpus_per_trial=s.gpus_per_trial,
-                               tracking_uri=s.tracking_uri, storage=s.storage, checkpoint_seconds=s.checkpoint_seconds)
+        rs = ReproduceSettings(paper=f"search-{s.dataset}", seeds=args.final_seeds, **runner_settings(args))
         if not any(r.get("best_config") for r in results):
             print("sparsebench: no finished trial to take a best configuration from: no final stage", file=sys.stderr)
             return 1
@@ -223,9 +231,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .tables import best_table, render, runs_frame
-    from .tracking import check_store, default_tracking_uri
-
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri, must_exist=True)
     print(render(best_table(runs_frame(uri, args.experiment)), args.format))
@@ -241,10 +246,7 @@ def cmd_reproduce(args) -> int:
     if not args.paper:
         raise UsageError("reproduce: name a paper (sparsebench reproduce --list shows them)")
     s = ReproduceSettings(paper=args.paper, experiments=tuple(args.experiment), datasets=tuple(args.dataset),
-                          seeds=args.seeds or 0, quick=args.quick,
-                          max_concurrent=args.max_concurrent or 0, cpus_per_trial=args.cpus_per_trial,
-                          gpus_per_trial=args.gpus_per_trial, tracking_uri=args.tracking_uri or "",
-                          storage=args.storage or "", output=args.output or "", checkpoint_seconds=args.checkpoint_seconds)
+                          seeds=args.seeds or 0, quick=args.quick, output=args.output or "", **runner_settings(args))
     p = plan(s)  # protocol, configs, data and stores checked before Ray starts
     results = reproduce(s, p)
     for r in results:
@@ -256,8 +258,6 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from .tracking import check_store, default_tracking_uri
-
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri, must_exist=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),
@@ -285,12 +285,8 @@ def cmd_server(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .search import ResourceError, SearchInterrupted
-    from .tables import TableError
-    from .protocol import ProtocolError
-    from .tracking import StoreError
-
     try:
+        check_discovery()  # a broken $SPARSEBENCH_METHOD_PATH file: one line, before anything else
         args = build_parser().parse_args(argv)
         if args.command == "search":
             return cmd_search(args, args.methods)
@@ -298,13 +294,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "table":
             return cmd_table(args)
+        if args.command == "methods":
+            print(catalog.markdown())
+            return 0
         if args.command == "reproduce":
             return cmd_reproduce(args)
         if args.command == "server":
             return cmd_server(args)
         return cmd_ui(args)
     except (UsageError, ConfigError, DatasetError, UnknownMethodError, SearchSpaceError, TableError, StoreError,
-            ResourceError, ProtocolError) as e:
+            ResourceError, ProtocolError, MethodPathError) as e:
         print(f"sparsebench: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except SearchInterrupted as e:

@@ -32,8 +32,8 @@ from typing import Any
 
 import yaml
 
-from methods import ConfigError, RunConfig, list_datasets
-from methods.registry import UnknownMethodError, get_method
+from sparsebench.methods import ConfigError, RunConfig, list_datasets
+from sparsebench.methods.core.registry import UnknownMethodError, get_method
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 
@@ -47,7 +47,7 @@ SOURCE = re.compile(r"^(abstract|paper (table|figure) \S+|authors' repository [\
 # Keys the protocol's own fields own: an arm, `common`, `data` or the sweep setting them would make cells
 # collide or land elsewhere (the seed comes from `seeds`, the dataset from `dataset(s)`, epochs from `epochs`).
 RESERVED = ("train.seed", "data.dataset", "train.epochs")
-CURVE_METRICS = ("val_acc", "test_acc")   # what a pruning curve records (methods/node_pruning.py)
+CURVE_METRICS = ("val_acc", "test_acc")   # what a pruning curve records (methods/nn/node_pruning.py)
 TOP_KEYS = {"paper", "title", "arxiv", "notes", "experiments"}
 EXP_KEYS = {"name", "description", "dataset", "datasets", "epochs", "seeds", "metric", "report", "sweep", "data",
             "common", "methods", "published", "published_source", "verified_against_paper", "tolerance_source",

@@ -19,32 +19,30 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from methods import ConfigError
-from methods.data import load_dataset
+from ray import tune
+
+from sparsebench.methods import ConfigError
+from sparsebench.methods.data import load_dataset
 
 from . import tracking
-from .checkpointing import CHECKPOINT_SECONDS
 from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
 from .repro_table import RunRecord, render_table, reproduction_table
+from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, quiet,
+                     under_parent)
+from .trial import MlflowTrialCallback
 
 QUICK_EPOCHS, QUICK_SEEDS, QUICK_SAMPLES = 2, 2, 1000
 TAG_CELL = "cell.key"
 
 
-@dataclass(frozen=True)
-class ReproduceSettings:
+@dataclass(frozen=True, kw_only=True)
+class ReproduceSettings(RunnerSettings):
     paper: str
     experiments: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()   # run only these of each experiment's datasets (empty: all)
     seeds: int = 0                   # 0: the protocol's
     quick: bool = False
-    max_concurrent: int = 0
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    tracking_uri: str = ""
-    storage: str = ""
     output: str = ""                 # default: reproductions/<paper>
-    checkpoint_seconds: float = CHECKPOINT_SECONDS  # a trial checkpoints at most this often (0: every epoch)
 
 
 @dataclass(frozen=True)
@@ -73,8 +71,6 @@ def cells_of(exp: Experiment, paper: str, s: ReproduceSettings) -> list[Cell]:
 
 def plan(s: ReproduceSettings) -> Plan:
     """Everything checked before Ray starts: the protocol, every cell's config, the data, the stores."""
-    from .search import quiet
-
     quiet()
     paper = load_paper(s.paper)
     exps = tuple(paper.experiment(n) for n in s.experiments) if s.experiments else paper.experiments
@@ -102,10 +98,7 @@ def plan(s: ReproduceSettings) -> Plan:
     for data_cfg in {json.dumps(c.config().data.canonical(), sort_keys=True): c.config().data
                      for cs in run.values() for c in cs}.values():
         load_dataset(data_cfg, "cpu")   # a missing or corrupt file fails here, before anything starts
-    from .search import _storage, check_storage
-
-    check_storage(_storage(s))
-    tracking.check_store(s.tracking_uri or tracking.default_tracking_uri())
+    check_stores(s)
     return Plan(paper, exps, cells, run)
 
 
@@ -156,13 +149,7 @@ def close_runs_of(c, exp_id: str, parent: str, keys: set[str], status: str) -> i
 
 def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = True, study: str | None = None
                    ) -> dict[str, Any]:
-    from ray import tune
-
-    from .search import CHECKPOINTS, _storage, result_loggers
-    from .trainable import trainable
-    from .trial import MlflowTrialCallback
-
-    uri = s.tracking_uri or tracking.default_tracking_uri()
+    uri = s.uri
     c = tracking.client(uri)
     experiment = experiment_name(p.paper.id)
     exp_id = tracking.get_or_create_experiment(c, experiment)
@@ -183,31 +170,17 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
     errors = 0
     if todo:
         decoder = CellDecoder(todo)
-        fn = tune.with_resources(tune.with_parameters(trainable, decode=decoder, checkpoint_seconds=s.checkpoint_seconds),
-                                 {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
         # A Tune experiment per set of missing cells: a rerun after a crash runs what MLflow lacks then.
         name = f"{study}-{hashlib.sha256(''.join(sorted(cell_key(x) for x in todo)).encode()).hexdigest()[:8]}"
         callback = MlflowTrialCallback(uri, experiment, study, stage="final", decode=decoder,
                                        tags={"paper": p.paper.id}, max_epochs=0, echo=echo, trial_tags=decoder.tags)
-        try:
-            grid = tune.Tuner(
-                fn, param_space={"cell": tune.grid_search(list(range(len(todo))))},
-                tune_config=tune.TuneConfig(max_concurrent_trials=s.max_concurrent or None, reuse_actors=True),
-                run_config=tune.RunConfig(name=name, storage_path=_storage(s), callbacks=[callback, *result_loggers()], verbose=0,
-                                          checkpoint_config=CHECKPOINTS,
-                                          failure_config=tune.FailureConfig(max_failures=2)),
-            ).fit()
-        except BaseException:
-            close_runs_of(c, exp_id, parent, mine, "FAILED")
-            c.set_terminated(parent, status="FAILED")
-            raise
+        grid, killed, _ = under_parent(
+            c, exp_id, parent, only=lambda r: r.data.tags.get(TAG_CELL) in mine,
+            run=lambda: fit(name, s, decoder, callback, echo=echo,
+                            param_space={"cell": tune.grid_search(list(range(len(todo))))}))
         errors = grid.num_errors
-        # Tune returns normally after Ctrl-C: trials still open then did not finish.
-        killed = close_runs_of(c, exp_id, parent, mine, "KILLED")
         missing = len(mine - finished_keys(c, exp_id, parent))
         if killed or missing > errors:
-            from .search import SearchInterrupted
-
             c.set_terminated(parent, status="KILLED")
             raise SearchInterrupted(f"reproduction of {p.paper.id}/{exp.name} interrupted with {missing} of "
                                     f"{len(mine)} runs unfinished; run the same command again to resume it")
@@ -255,7 +228,7 @@ def write_outputs(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[s
     """Table (Markdown, CSV, LaTeX, HTML) and plots to the output folder and to the parent run's artifacts. The
     table covers the whole experiment (cells not run yet show n = 0); the parent is FINISHED when every cell
     this command was asked to run has finished, and tagged complete=true when the whole experiment has."""
-    uri = s.tracking_uri or tracking.default_tracking_uri()
+    uri = s.uri
     c = tracking.client(uri)
     parent = result["parent_run_id"]
     try:
@@ -303,8 +276,6 @@ def _write_outputs(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[
 
 
 def reproduce(s: ReproduceSettings, p: Plan | None = None, echo: bool = True) -> list[dict[str, Any]]:
-    from .search import check_resources, init_ray
-
     p = p or plan(s)
     init_ray()
     check_resources(s)   # a trial larger than every node would wait for ever
@@ -322,8 +293,6 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
                 echo: bool = True) -> dict[str, Any]:
     """A search's final stage: each method's best configuration re-run over `seeds` seeds as final-stage runs, with
     the same kind of table as a reproduction (no published values). MLflow experiment reproduce/search-<dataset>."""
-    from .protocol import Experiment
-
     arms = {r["best_config"]["method"]: {k: v for k, v in r["best_config"].items() if k != "data.dataset"}
             for r in results if r.get("best_config")}
     if not arms:

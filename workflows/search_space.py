@@ -1,6 +1,6 @@
 """Search spaces: one YAML per method in `search_spaces/`, turned into an Optuna define-by-run function.
 
-Format (all keys are flat RunConfig keys, see methods/config.py):
+Format (all keys are flat RunConfig keys, see methods/core/config.py):
 
     method: dense
     fixed:                       # optional: values every trial uses
@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-import search_spaces
+import sparsebench.search_spaces as search_spaces
 
-from methods.config import ConfigError, RunConfig
-from methods.registry import get_method
+from sparsebench.methods.core.config import ConfigError, RunConfig
+from sparsebench.methods.core.registry import get_method
 
 SEARCH_SPACE_DIR = Path(search_spaces.__file__).resolve().parent
 COMMAND_LINE_KEYS = ("method", "data.dataset", "train.epochs", "train.seed")
@@ -107,7 +108,14 @@ class SearchSpace:
 
 
 def default_path(method: str) -> Path:
-    return SEARCH_SPACE_DIR / f"{method}.yaml"
+    """`search_spaces/<method>.yaml`; for a method kept outside the package ($SPARSEBENCH_METHOD_PATH), the
+    `<method>.yaml` beside its file when search_spaces/ has none (methods/families/__init__.py)."""
+    packaged = SEARCH_SPACE_DIR / f"{method}.yaml"
+    if packaged.is_file():
+        return packaged
+    source = sys.modules[get_method(method).__module__].__file__
+    beside = Path(source).with_name(f"{method}.yaml")
+    return beside if beside.is_file() else packaged
 
 
 def load_search_space(method: str, path: str | Path | None = None) -> SearchSpace:

@@ -144,7 +144,7 @@ def log_params(c: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The per-epoch numbers of a Tune result (Tune adds its own bookkeeping keys, which are dropped)."""
-    from methods.metrics import EPOCH_KEYS
+    from sparsebench.methods.core.metrics import EPOCH_KEYS
 
     return {k: float(v) for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and (k in EPOCH_KEYS or k.startswith("layer") or k == "lr")}
@@ -161,7 +161,7 @@ def log_metric_list(c: MlflowClient, run_id: str, metrics: list[Metric]) -> None
 
 
 def log_pruning_curve(c: MlflowClient, run_id: str, curve: dict[str, list], title: str) -> None:
-    """A post-training pruning curve (methods/node_pruning.py) as metrics `pruned_<split>_acc` with the removed
+    """A post-training pruning curve (methods/nn/node_pruning.py) as metrics `pruned_<split>_acc` with the removed
     percentage as their step (the MLflow UI plots them against it), a table and a PNG plot."""
     import pandas as pd
 

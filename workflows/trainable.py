@@ -17,7 +17,7 @@ import ray
 import torch
 from ray import tune
 
-from methods import RunConfig, Trainer
+from sparsebench.methods import RunConfig, Trainer
 
 from .checkpointing import CHECKPOINT_SECONDS, CheckpointCadence
 from .hardware import hardware

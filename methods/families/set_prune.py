@@ -1,0 +1,306 @@
+"""Sparse Evolutionary Training (SET) and SET with neuron importance pruning.
+
+- `fixprob`: Erdos-Renyi (ER) sparse MLP, never rewired (MLP_FixProb, fixprob_mlp_keras_cifar10.py).
+- `set`: ER init, then after every epoch but the last, remove the zeta fraction of positive weights closest
+  to zero and, separately, of negative weights closest to zero, and regrow as many at random empty
+  positions (Mocanu et al., Nat. Commun. 9:2383, 2018, arXiv 1707.04780; `weightsEvolution` in
+  dcmocanu/sparse-evolutionary-artificial-neural-networks SET-MLP-Keras-Weights-Mask/set_mlp_keras_cifar10.py).
+- `set_neuron`: SET plus neuron importance pruning (Liu, Mocanu, Pechenizkiy, arXiv 1906.11626). Paper B's
+  rule is unknown (only its abstract was read); the rule here is the same group's "Importance Pruning"
+  (SelimaC/large-scale-sparse-neural-networks set_mlp_sequential.py `weights_evolution_II`): importance of a
+  hidden unit = sum of |incoming weights|, units at or below a percentile are removed with all their
+  incoming and outgoing weights and their bias, and never regrown; the layer's weight budget shrinks.
+
+All topology randomness (ER masks, regrowth positions and values) comes from the method's own generator,
+which is checkpointed, so a resumed run rewires exactly as an uninterrupted one.
+See shared/papers/set_neuron_pruning.md for every source and pitfall.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.method import Method
+from ..core.config import ConfigError, spec
+from ._mlp import MLPConfig
+from ..nn.layers import MaskedLinear
+from ..nn.models import MLP
+from ..core.registry import register_method
+
+INITS = ("torch", "normal", "he_uniform", "xavier_uniform")
+REGROW_INITS = ("zero", "normal", "he_uniform", "xavier_uniform")
+
+
+def er_density(n_in: int, n_out: int, epsilon: float) -> float:
+    """P(M_ij = 1) = epsilon (n_in + n_out) / (n_in n_out), capped at 1 (SET paper eq. 1; createWeightsMask)."""
+    return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
+
+
+def draw_values(kind: str, n: int, fan_in: int, fan_out: int, gen: torch.Generator) -> torch.Tensor:
+    """Values for new weights: N(0, 0.1^2) as the NumPy SET code (randn/10), He or Xavier uniform as Curci et
+    al.'s `weight_init`, or zeros as the Keras SET code (the mask multiplies a fresh weight to 0)."""
+    if kind == "zero":
+        return torch.zeros(n)
+    if kind == "normal":
+        return torch.randn(n, generator=gen) * 0.1
+    bound = math.sqrt(6.0 / fan_in) if kind == "he_uniform" else math.sqrt(6.0 / (fan_in + fan_out))
+    return (torch.rand(n, generator=gen) * 2 - 1) * bound
+
+
+SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq", "exp_inf")  # Adam, AMSGrad, Adamax
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, where: torch.Tensor,
+                          active: torch.Tensor) -> None:
+    """Reset the per-entry optimizer state of `param` at `where` (removed, regrown or pruned entries);
+    `active` is the layer's mask after the change.
+
+    First moments (SGD momentum, Adam exp_avg) become 0: a new connection does not move on stale momentum
+    (NumPy SET code: the momentum of new weights is 0). Second moments become the mean over the surviving
+    connections (active and not reset): with a zero second moment and Adam's global step count, a regrown
+    weight would take steps many times larger than its neighbours'. Masked positions are excluded from the
+    mean: their gradient is 0, so their second moment is 0, and counting them would shrink the mean by the
+    layer's density.
+    """
+    for name, value in optimizer.state.get(param, {}).items():
+        if not (torch.is_tensor(value) and value.shape == param.shape):
+            continue
+        if name in SECOND_MOMENTS:
+            kept = value[active & ~where]
+            value[where] = kept.mean() if kept.numel() else 0
+        else:
+            value[where] = 0
+
+
+@dataclass(frozen=True)
+class FixProbConfig(MLPConfig):
+    # epsilon = 20: the official SET code (set_mlp_keras_cifar10.py, fixprob_mlp_keras_cifar10.py).
+    epsilon: float = spec(20.0, gt=0.0, help="ER sparsity level: expected weights per layer = epsilon (n_in + n_out)")
+    # The Keras SET code keeps the output layer dense (set_mlp_keras_cifar10.py); the NumPy code makes it sparse.
+    sparse_output: bool = spec(False)
+    # "torch": PyTorch's nn.Linear init, the same as `dense`, so that dense and sparse start alike;
+    # "normal": N(0, 0.1^2) as the NumPy SET code (createSparseWeights).
+    init: str = spec("torch", choices=INITS)
+
+
+@register_method("fixprob")
+class FixProb(Method):
+    summary = "static Erdos-Renyi sparse MLP, density epsilon (n_in + n_out) / (n_in n_out)"
+    source = "MLP_FixProb of the SET code (Mocanu et al., arXiv 1707.04780)"
+    """Static ER-sparse MLP."""
+
+    Config = FixProbConfig
+
+    def __init__(self, cfg, info):
+        super().__init__(cfg, info)
+        # Its own stream: topology draws never shift the data order or dropout (and vice versa).
+        self.gen = torch.Generator().manual_seed(cfg.train.seed + 7919)
+
+    def sparse_layer(self, index: int, n_layers: int) -> bool:
+        return index < n_layers - 1 or self.cfg.model.sparse_output
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        widths = (self.info.in_features, *m.hidden, self.info.num_classes)
+        n_layers = len(widths) - 1
+
+        def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear:
+            if self.sparse_layer(index, n_layers):
+                mask = torch.rand(n_out, n_in, generator=self.gen) < er_density(n_in, n_out, m.epsilon)
+            else:
+                mask = None
+            layer = MaskedLinear(n_in, n_out, bias=bias, mask=mask)
+            if m.init != "torch":
+                with torch.no_grad():
+                    layer.weight.copy_(draw_values(m.init, n_in * n_out, n_in, n_out, self.gen).view(n_out, n_in))
+                    layer.weight.mul_(layer.mask)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+            return layer
+
+        return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+
+
+@dataclass(frozen=True)
+class SetConfig(FixProbConfig):
+    zeta: float = spec(0.3, ge=0.0, lt=1.0, help="fraction of each sign's weights closest to zero rewired per epoch")
+    # New weights start at 0 as in the Keras SET code (the mask zeroes them); the NumPy code draws N(0, 0.1^2),
+    # Curci et al. He/Xavier uniform (shared/papers/set_neuron_pruning.md pitfall 2).
+    regrow_init: str = spec("zero", choices=REGROW_INITS)
+    # "changed": survivors keep their momentum, removed and new entries start from 0 (the NumPy SET code);
+    # "all": every weight's optimizer state is reset at each rewiring (what recompiling does in the Keras code,
+    # pitfall 4, kept only to reproduce it).
+    momentum_reset: str = spec("changed", choices=("changed", "all"))
+
+
+@torch.no_grad()
+def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Generator,
+               allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SET rewiring of `layer`. Returns boolean (removed, regrown) masks.
+
+    Removal: int(zeta * n) of the n positive active weights closest to zero and, separately, int(zeta * m) of
+    the m negative ones closest to zero (weightsEvolution keeps w > smallestPositive or w < largestNegative);
+    active weights that are exactly zero are removed too (that rule never keeps a zero). Regrowth: as many
+    weights as the budget allows at uniformly random positions that are empty after the removal (the just
+    removed ones included, as in SET) and `allowed` (pruned neurons excluded).
+    """
+    w, m = layer.weight, layer.mask
+    flat_w, flat_m = w.view(-1), m.view(-1)
+    remove = flat_m & (flat_w == 0)
+    for sign in (1.0, -1.0):
+        idx = (flat_m & (flat_w * sign > 0)).nonzero().squeeze(1)
+        k = int(zeta * idx.numel())
+        if k:
+            closest = torch.topk((flat_w[idx] * sign), k, largest=False).indices
+            remove[idx[closest]] = True
+    keep = flat_m & ~remove
+    n_new = max(0, int(layer.budget) - int(keep.sum()))
+    candidates = ~keep if allowed is None else (~keep & allowed.view(-1))
+    cand_idx = candidates.nonzero().squeeze(1)
+    pick = torch.randperm(cand_idx.numel(), generator=gen)[:n_new].to(cand_idx.device)
+    new = cand_idx[pick]
+    regrown = torch.zeros_like(flat_m)
+    regrown[new] = True
+    flat_w[remove] = 0
+    values = draw_values(regrow_init, new.numel(), w.shape[1], w.shape[0], gen)
+    flat_w[new] = values.to(w.device, w.dtype)
+    flat_m.copy_(keep | regrown)
+    return remove.view_as(m), regrown.view_as(m)
+
+
+@register_method("set")
+class SET(FixProb):
+    summary = "Sparse Evolutionary Training: ER init; every epoch remove the zeta share of weights closest to zero, regrow at random"
+    source = "Mocanu et al., arXiv 1707.04780"
+    Config = SetConfig
+
+    def evolved_layers(self, model: MLP) -> list[int]:
+        """Sparse layers whose budget leaves room to move: a layer whose ER density was capped at 1 is dense,
+        and rewiring it would only re-initialise its smallest weights in place."""
+        n = len(model.layers)
+        return [i for i in range(n) if self.sparse_layer(i, n) and int(model.layers[i].budget) < model.layers[i].mask.numel()]
+
+    def after_epoch(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        if epoch >= self.cfg.train.epochs:
+            return  # no topology change after the last epoch (weightsEvolution runs for epochs < maxepoch)
+        self.before_rewiring(model, optimizer, epoch)
+        layers = model.layers
+        for i in self.evolved_layers(model):
+            layer = layers[i]
+            # Regrowth only between units that are alive (neuron pruning removes units for good).
+            alive_in = layers[i - 1].unit_mask if i > 0 else torch.ones(layer.weight.shape[1], dtype=torch.bool,
+                                                                        device=layer.weight.device)
+            allowed = layer.unit_mask[:, None] & alive_in[None, :]
+            removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen, allowed)
+            if self.cfg.model.momentum_reset == "all":
+                reset_optimizer_state(optimizer, layer.weight, torch.ones_like(removed), layer.mask)
+            else:
+                reset_optimizer_state(optimizer, layer.weight, removed | regrown, layer.mask)
+
+    def before_rewiring(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        """Hook for set_neuron: neuron pruning runs before the SET step, as in weights_evolution_II."""
+
+
+@dataclass(frozen=True)
+class SetNeuronConfig(SetConfig):
+    # Importance of a hidden unit: sum of |incoming weights| ("strength", set_mlp_sequential.py); "in_out"
+    # adds the outgoing ones (our option: a unit whose outgoing weights are all tiny matters little too).
+    importance: str = spec("in", choices=("in", "in_out"))
+    # Schedule of weights_evolution_II: after epochs 210, 220, ... (`epoch % 10 == 0 and epoch > 200`).
+    prune_start: int = spec(210, ge=1, help="first epoch after which neurons are pruned")
+    prune_every: int = spec(10, ge=1, help="epochs between pruning rounds")
+    prune_percentile: float = spec(20.0, gt=0.0, lt=100.0, help="units at or below this importance percentile are removed per round")
+    # 0: use prune_percentile. Otherwise remove, per round, the lowest-importance alive units so that this
+    # fraction of each hidden layer is gone after the last scheduled round (Paper B: "about 50%").
+    prune_target: float = spec(0.0, ge=0.0, lt=1.0, help="fraction of hidden units removed by the end (0 = percentile rule)")
+    # "alive": the percentile is taken among the units still alive, so every round removes ~p% of them.
+    # "all": over all units, pruned ones (importance 0) included, as set_mlp_sequential.py does; once p% are
+    # gone the threshold is 0 and pruning stalls near p% (shared/papers/set_neuron_pruning.md pitfall 11),
+    # which cannot reach Paper B's ~50%, hence the default.
+    percentile_over: str = spec("alive", choices=("alive", "all"))
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.hidden:
+            raise ConfigError("model.hidden=(): set_neuron prunes hidden units, give at least one hidden layer")
+
+
+@register_method("set_neuron")
+class SetNeuron(SET):
+    summary = "SET + neuron importance pruning; pruned units lose every weight and never regrow"
+    source = "Liu et al., arXiv 1906.11626"
+    Config = SetNeuronConfig
+
+    @staticmethod
+    def schedule(cfg) -> list[int]:
+        """Epochs after which a pruning round runs (never after the last epoch: nothing would retrain)."""
+        return list(range(cfg.model.prune_start, cfg.train.epochs, cfg.model.prune_every))
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        if not cls.schedule(cfg):
+            raise ConfigError(f"model.prune_start={cfg.model.prune_start}: no pruning round before the last epoch "
+                              f"(train.epochs={cfg.train.epochs}); set model.prune_start < train.epochs")
+
+    @torch.no_grad()
+    def importance(self, model: MLP, i: int) -> torch.Tensor:
+        layers = model.layers
+        s = layers[i].effective_weight().abs().sum(1)
+        if self.cfg.model.importance == "in_out":
+            s = s + layers[i + 1].effective_weight().abs().sum(0)
+        return s
+
+    @torch.no_grad()
+    def choose(self, s: torch.Tensor, alive: torch.Tensor, round_index: int, n_rounds: int) -> torch.Tensor:
+        m = self.cfg.model
+        if m.prune_target:
+            # Alive units after round r: H (1 - target)^(r / R), so exactly `target` is gone after round R.
+            keep_n = round(alive.numel() * (1 - m.prune_target) ** ((round_index + 1) / n_rounds))
+            n_kill = max(0, int(alive.sum()) - keep_n)
+            order = torch.where(alive, s, torch.full_like(s, math.inf)).argsort(stable=True)
+            kill = torch.zeros_like(alive)
+            kill[order[:n_kill]] = True
+            return kill & alive
+        pool = s[alive] if m.percentile_over == "alive" else s
+        if pool.numel() == 0:
+            return torch.zeros_like(alive)
+        threshold = torch.quantile(pool.double(), m.prune_percentile / 100.0).to(s.dtype)
+        kill = alive & (s <= threshold)
+        if alive.any() and not (alive & ~kill).any():  # all tied at the threshold: keep the strongest
+            kill[torch.where(alive, s, torch.full_like(s, -math.inf)).argmax()] = False
+        return kill
+
+    @torch.no_grad()
+    def before_rewiring(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        rounds = self.schedule(self.cfg)
+        if epoch not in rounds:
+            return
+        layers = model.layers
+        for i in range(len(layers) - 1):  # hidden units = outputs of every layer but the last
+            into, out_of = layers[i], layers[i + 1]
+            kill = self.choose(self.importance(model, i), into.unit_mask, rounds.index(epoch), len(rounds))
+            if not kill.any():
+                continue
+            into.mask[kill, :] = False
+            into.weight[kill, :] = 0
+            into.unit_mask[kill] = False
+            out_of.mask[:, kill] = False
+            out_of.weight[:, kill] = 0
+            reset_optimizer_state(optimizer, into.weight, kill[:, None].expand_as(into.mask), into.mask)
+            reset_optimizer_state(optimizer, out_of.weight, kill[None, :].expand_as(out_of.mask), out_of.mask)
+            if into.bias is not None:
+                into.bias[kill] = 0
+                reset_optimizer_state(optimizer, into.bias, kill, into.unit_mask)
+            # The budget shrinks with the units: regrowth refills only what survived (Curci et al.).
+            into.budget.copy_(into.mask.sum())
+            out_of.budget.copy_(out_of.mask.sum())

@@ -1,0 +1,117 @@
+"""Spectral learning (issue 5): MLPs whose layers are `SpectralLinear` (methods/nn/spectral_layers.py).
+
+- `spectral`: Paper C's variants (Chicchi et al., arXiv 2106.09021) and the parent's eigenvalue-only layer
+  (Giambagli et al., Nat. Commun. 12, 1330, 2021), for the whole net (`model.variant`) or per layer
+  (`model.layer_variants`, e.g. the parent's demo: eig_out, full, full).
+- `spectral_sparse`: Paper C's QR_sparse: QR layers, lam_in = 1 and lam_out = 0 at init, every layer (output
+  included) keeps only its top (1 - sparsity) share of |W| at every forward pass (Example/sparse_functions.py).
+- `dense_sparse`: the same dynamic thresholding on a dense kernel, Glorot init, no bias (`Sparse_Dense`).
+Defaults follow the authors' code where the dossier gives them (shared/papers/spectral.md sections 2.1 and 3):
+ReLU for the dense-vs-spectral comparison, tanh for the sparse experiment. The optimiser is a train.* option
+(the authors use Adamax / Adam, section 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..core.method import Method
+from ..core.config import ConfigError, RunConfig, spec
+from ._mlp import MLPShapeConfig
+from ..nn.models import MLP
+from ..core.registry import register_method
+from ..nn.spectral_layers import SINGLE_SET, VARIANTS, DenseSparseLinear, SpectralLinear
+
+
+def mlp_of(method: Method, factory) -> MLP:
+    """The configured MLP shape (input, model.hidden, classes) with layers made by `factory(n_in, n_out, bias, i)`."""
+    m = method.cfg.model
+    widths = (method.info.in_features, *m.hidden, method.info.num_classes)
+    return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
+
+
+@dataclass(frozen=True)
+class SpectralConfig(MLPShapeConfig):
+    variant: str = spec("two_sets", choices=VARIANTS, help=f"{' | '.join(VARIANTS)}, every layer")
+    layer_variants: tuple[str, ...] = spec((), choices=VARIANTS,
+                                           help="one variant per weight layer (overrides variant); empty: all alike")
+    # Default True: the paper's parameter count (Example/plot_functions.py) treats R as triangular; the TF code
+    # trains the full matrix (False reproduces that; pitfall 5).
+    qr_triangular: bool = spec(True)
+
+
+@register_method("spectral")
+class Spectral(Method):
+    summary = "MLP of spectral layers W_ij = (lam_in_j - lam_out_i) phi_ij; variants eig_out, eig_out_full, two_sets, ssvd, qr, full"
+    source = "Chicchi et al., arXiv 2106.09021; Giambagli et al., Nat. Commun. 2021"
+    Config = SpectralConfig
+    node_scores = ("eigenvalue", "connectivity")
+
+    def variants(self, n_layers: int) -> tuple[str, ...]:
+        m = self.cfg.model
+        return tuple(m.layer_variants) or (m.variant,) * n_layers
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        m = cfg.model
+        if m.layer_variants and len(m.layer_variants) != len(m.hidden) + 1:
+            raise ConfigError(f"model.layer_variants={list(m.layer_variants)} has {len(m.layer_variants)} entries; "
+                              f"model.hidden={list(m.hidden)} makes {len(m.hidden) + 1} weight layers")
+        if cfg.train.prune_curve and m.hidden:
+            # The score rules of methods/nn/node_pruning.py, refused here rather than after training.
+            hidden = (tuple(m.layer_variants) or (m.variant,) * (len(m.hidden) + 1))[:-1]
+            single = {v in SINGLE_SET for v in hidden}
+            if cfg.train.prune_score == "eigenvalue" and single != {True}:
+                raise ConfigError(f"train.prune_score='eigenvalue' needs hidden layers of variant "
+                                  f"{' or '.join(SINGLE_SET)} (lam_out = 0 removes a node only there), got {list(hidden)}")
+            if cfg.train.prune_score == "auto" and len(single) > 1:
+                raise ConfigError(f"train.prune_score='auto' would rank eigenvalues against connectivities: hidden "
+                                  f"variants {list(hidden)} mix {' / '.join(SINGLE_SET)} with others; "
+                                  f"set train.prune_score=connectivity")
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        variants = self.variants(len(m.hidden) + 1)
+        return mlp_of(self, lambda a, b, bias, i: SpectralLinear(a, b, variants[i], bias=bias,
+                                                                 qr_triangular=m.qr_triangular))
+
+
+@dataclass(frozen=True)
+class SpectralSparseConfig(MLPShapeConfig):
+    # Section 3.2: 784-500-500-10, tanh; sparsities 0.5-0.98 in the paper's sweep.
+    hidden: tuple[int, ...] = spec((500, 500), ge=1, help="hidden layer widths")
+    activation: str = spec("tanh", choices=("relu", "tanh", "elu", "sigmoid"))
+    sparsity: float = spec(0.9, ge=0.0, lt=1.0, help="share of each layer's |W| zeroed at every forward pass")
+    qr_triangular: bool = spec(True)
+
+
+@register_method("spectral_sparse")
+class SpectralSparse(Method):
+    summary = "QR spectral layers keeping the top (1 - sparsity) share of |W| at every forward pass"
+    source = "arXiv 2106.09021 (authors' Example/sparse_functions.py)"
+    Config = SpectralSparseConfig   # QR layers: lam_out = 0 does not remove a node, so connectivity only
+
+    def build(self) -> nn.Module:
+        m = self.cfg.model
+        return mlp_of(self, lambda a, b, bias, i: SpectralLinear(a, b, "qr", bias=bias, sparsity=m.sparsity,
+                                                                 qr_triangular=m.qr_triangular, lam_init=(1.0, 0.0)))
+
+
+@dataclass(frozen=True)
+class DenseSparseConfig(MLPShapeConfig):
+    hidden: tuple[int, ...] = spec((500, 500), ge=1, help="hidden layer widths")
+    activation: str = spec("tanh", choices=("relu", "tanh", "elu", "sigmoid"))
+    bias: bool = spec(False)   # Sparse_Dense has no bias (Example/Layers.py)
+    sparsity: float = spec(0.9, ge=0.0, lt=1.0, help="share of each layer's |W| zeroed at every forward pass")
+
+
+@register_method("dense_sparse")
+class DenseSparse(Method):
+    summary = "the same dynamic thresholding on a dense kernel: Paper C's sparse baseline"
+    source = "arXiv 2106.09021"
+    Config = DenseSparseConfig
+
+    def build(self) -> nn.Module:
+        sparsity = self.cfg.model.sparsity
+        return mlp_of(self, lambda a, b, bias, i: DenseSparseLinear(a, b, bias=bias, sparsity=sparsity))
