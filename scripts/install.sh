@@ -37,4 +37,4 @@ else
 fi
 
 pip_install -e ".$extras"
-"$PY" -c "import methods, workflows, torch; print('install.sh: sparsebench ready (torch', torch.__version__ + ')')"
+"$PY" -c "import sparsebench.methods, sparsebench.workflows, torch; print('install.sh: sparsebench ready (torch', torch.__version__ + ')')"
