@@ -1,7 +1,7 @@
 """The decorrelated initialisation (methods/nn/decorrelation.py) on typical layer shapes: mean and max |cosine|
 between rows before and after, for a grid of step counts and Adam rates, and the time it takes. This is where
 the defaults of `model.decor_steps` / `model.decor_lr` (methods/families/dense.py) come from: Paper A's values are
-unknown (shared/papers/diversification.md section 1.4).
+unknown (only its abstract has been read; docs/methods.md, "Notes on reconstructions").
 
     python benchmarks/decor_init.py
     python benchmarks/decor_init.py --shapes 1000x784,128x64 --steps 50,100,200 --lrs 0.02,0.05,0.1

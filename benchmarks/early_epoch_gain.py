@@ -3,13 +3,13 @@ process (a pool of worker processes, one thread each) and prints, per dataset an
 accuracy after epochs 1-5 and at the end (mean +- std over seeds) of every arm, and each arm's relative gain
 over the baseline arm with a paired bootstrap 95% confidence interval, next to the published value.
 
-    SPARSEBENCH_DATA=../shared/datasets python benchmarks/early_epoch_gain.py \
+    SPARSEBENCH_DATA=/path/to/data python benchmarks/early_epoch_gain.py \
         --experiment early_epoch_init_tabular --workers 2 --out results/early_epoch.jsonl
 
 Relative gain over epochs 1..5 = mean over seeds and epochs 1..5 of the arm's test accuracy divided by the
-same mean of the baseline arm, minus 1 (dossier section 1.5). Seeds are paired: the same seed gives both arms
-the same standard draw and the same data order. Finished runs are appended to `--out` (JSON lines, keyed by
-config hash) and are not rerun, so the command can be interrupted and repeated.
+same mean of the baseline arm, minus 1 (our reading of the abstract's "first 5 epochs"). Seeds are paired:
+the same seed gives both arms the same standard draw and the same data order. Finished runs are appended to
+`--out` (JSON lines, keyed by config hash) and are not rerun, so the command can be interrupted and repeated.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ and swept value, each arm's final test accuracy (mean +- std over seeds), its ra
 arm, the measured parameter ratio rho = params_trainable / baseline's, and the published value; for runs with a
 post-training pruning curve (train.prune_curve), accuracy per removed percentage.
 
-    SPARSEBENCH_DATA=../shared/datasets python benchmarks/paper_cells.py spectral \
+    SPARSEBENCH_DATA=/path/to/data python benchmarks/paper_cells.py spectral \
         --experiment less_parameters_mnist --epochs 5 --seeds 2 --out results/spectral.jsonl
 
 A measurement tool until `sparsebench reproduce` (issue 3) runs protocols through Ray and MLflow: finished runs

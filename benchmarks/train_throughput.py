@@ -1,6 +1,6 @@
 """Epoch time of sparsebench's one training loop against a minimal hand-written PyTorch loop.
 
-What it measures (DESIGN.md: performance is a ratio measured in one run, never a timed test):
+What it measures (docs/design.md, "Habits": performance is a ratio measured in one run, never a timed test):
 
 1. training pass: `methods.train.Trainer.train_epoch()` (method `dense`) vs a minimal loop that does only
    permute -> slice -> forward -> cross-entropy -> zero_grad -> backward -> SGD step, with the same MLP

@@ -44,9 +44,9 @@ def small_config(method: str, **flat) -> RunConfig:
     if "retrain_fraction" in model_keys:  # spectral_filter: 2 eigenvalue-only epochs, then 2 of the smaller net
         base["model.retrain_fraction"] = 0.5
     if method in ("spectral", "spectral_sparse", "dense_sparse", "spectral_filter"):
-        # The authors train these with Adamax / Adam (shared/papers/spectral.md section 3) on one wide hidden layer;
-        # plain SGD barely moves the small eigenvalue products in the 2-4 epochs a test has. QR learns fastest
-        # of the variants on digits; tests/test_spectral_methods.py checks every variant learns.
+        # The authors train these with Adamax / Adam (Example/lessparam_functions.py, sparse_functions.py) on one
+        # wide hidden layer; plain SGD barely moves the small eigenvalue products in the 2-4 epochs a test has. QR
+        # learns fastest of the variants on digits; tests/test_spectral_methods.py checks every variant learns.
         base.update({"train.optimizer": "adamax", "train.lr": 0.05, "train.batch_size": 16, "model.hidden": [256]})
         if method == "spectral":
             base["model.variant"] = "qr"

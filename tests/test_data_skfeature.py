@@ -16,7 +16,7 @@ from sparsebench.methods import DataConfig, DatasetError, list_datasets, load_da
 from sparsebench.methods.data import RemoteFile
 from sparsebench.methods.data.sources.mat import MatSource, fetch_mat, parse_mat
 
-# shared/datasets/README.md: samples x features (classes)
+# Sizes of the official scikit-feature files: samples x features (classes)
 README_SIZES = {"coil20": (1440, 1024, 20), "madelon": (2600, 500, 2), "lung_small": (73, 325, 7), "arcene": (200, 10000, 2)}
 SKFEATURE_NAMES = ["allaml", "arcene", "basehock", "coil20", "glioma", "isolet", "leukemia", "lung_small", "madelon",
                    "orl", "orlraws10p", "pcmac", "prostate_ge", "relathe", "tox_171"]

@@ -1,5 +1,5 @@
 """UCI sets (mushroom, climate, dna): the real files when present (checksums, shapes, class counts against
-shared/datasets/README.md), small files the test writes (parsing, every bad input a one-line error naming the
+the values of the official files), small files the test writes (parsing, every bad input a one-line error naming the
 file), the stratified holdout by split_seed, the official DNA split, and missing / damaged / downloaded files."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sparsebench.methods import DataConfig, DatasetError, list_datasets, load_da
 from sparsebench.methods.data import FileSource, RemoteFile, fetch_source
 from sparsebench.methods.data.sources.uci import parse_climate, parse_libsvm, parse_mushroom
 
-# shared/datasets/README.md, "Checksums" (copied here, not taken from the loader, so that both are checked)
+# sha256 of the official files (copied here, not taken from the loader, so that both are checked)
 README_SHA256 = {
     "uci/mushroom/agaricus-lepiota.data": "e65d082030501a3ebcbcd7c9f7c71aa9d28fdfff463bf4cf4716a3fe13ac360e",
     "uci/climate/pop_failures.dat": "8a892cbb056072e84749aed7409d6f17c7b4a1c899fc98ce52dc2af8b727ff9c",

@@ -69,7 +69,7 @@ def test_one_step_equals_the_update_computed_independently():
 
 
 def test_tiny_gradients_at_p_1_07_neither_underflow_nor_overflow_in_float32():
-    """|g|^15.3 underflows for |g| < ~3e-3 in float32: the max-scaled norm does not (dossier pitfall 1)."""
+    """|g|^15.3 underflows for |g| < ~3e-3 in float32: the max-scaled norm does not."""
     g = torch.full((2, 50), 1e-4) * torch.linspace(0.5, 1.5, 50)
     naive = g.abs().pow(1.07 / 0.07).sum(1).pow(0.07 / 1.07)
     assert (naive == 0).all()                                            # what an unscaled norm gives

@@ -1,5 +1,5 @@
 """The Lp-sphere methods and the dense baseline on the wide ResNets (model.arch), through the one Trainer: which
-layers are constrained and with which p (dossier lp_sphere.md 1.1, pitfall 11), the sphere after training, masks on
+layers are constrained and with which p (LpSS `LpCGD.weightNormalize`, `net_lp`), the sphere after training, masks on
 every conv and the fc, the topology on conv filters, resume, and the errors for configs that cannot work."""
 from __future__ import annotations
 

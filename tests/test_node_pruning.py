@@ -75,7 +75,7 @@ def test_pruning_removes_exactly_that_share_of_hidden_nodes_and_leaves_the_outpu
 
 
 def test_one_global_percentile_over_all_hidden_layers_ranks_by_absolute_eigenvalue():
-    """Sci. Rep. 2022: |lam| of all hidden layers pooled (dossier pitfall 9); the sign does not matter."""
+    """Sci. Rep. 2022: |lam| of all hidden layers pooled (Buffoni/spectral_learning); the sign does not matter."""
     model = net("eig_out_full")
     with torch.no_grad():
         model.layers[0].lam_out.copy_(torch.linspace(1.0, 2.0, 12) * torch.tensor([1, -1] * 6))  # large, both signs

@@ -144,7 +144,7 @@ def test_percentile_over_all_saturates_and_over_alive_does_not(digits):
     rounds = {"train.epochs": 12, "model.prune_start": 1, "model.prune_every": 1, "model.prune_percentile": 20.0}
     over_all = Trainer(prune_config(**rounds, **{"model.percentile_over": "all"}), data=digits).fit()
     over_alive = Trainer(prune_config(**rounds, **{"model.percentile_over": "alive"}), data=digits).fit()
-    # Pitfall 11: once 20% are dead the threshold over all units is 0 and pruning stalls near 20%.
+    # Percentile saturation: once 20% are dead the threshold over all units is 0 and pruning stalls near 20%.
     assert 0.15 < over_all[-1]["layer0/neuron_sparsity"] < 0.35
     assert over_alive[-1]["layer0/neuron_sparsity"] > 0.8  # 1 - 0.8^11 = 0.91
 

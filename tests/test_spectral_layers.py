@@ -69,7 +69,7 @@ def test_qr_above_diagonal_gets_no_gradient_when_triangular():
 
 
 def paper_counts(n1: int, n2: int) -> dict[str, int]:
-    """shared/papers/spectral.md section 5.1 (Example/plot_functions.py), one hidden layer N1 -> N2 -> 10."""
+    """Paper C's counts as in the authors' Example/plot_functions.py, one hidden layer N1 -> N2 -> 10."""
     tri = lambda k: (k * k + k) // 2  # noqa: E731
     return {
         "dense": n1 * n2 + 10 * n2 + n2 + 10,
@@ -79,7 +79,7 @@ def paper_counts(n1: int, n2: int) -> dict[str, int]:
     }
 
 
-# Evaluated in the dossier (section 5.2).
+# Those formulas evaluated by hand (our arithmetic, not a table of the paper).
 PUBLISHED_TABLE = {
     (784, 50): (39760, 954, 1014, 2224), (784, 100): (79510, 1104, 1214, 6099), (784, 150): (119260, 1254, 1414, 12474),
     (784, 200): (159010, 1404, 1614, 21349), (784, 300): (238510, 1704, 2014, 46599),
@@ -108,7 +108,7 @@ def test_params_trainable_equals_the_papers_formulas(n1, n2):
 
 
 def test_qr_trapezoid_count_when_units_exceed_inputs():
-    """N_out > N_in: R^T is lower-trapezoidal, k(k+1)/2 + (N_out - k) k entries (dossier section 5.3)."""
+    """N_out > N_in: R^T is lower-trapezoidal, k(k+1)/2 + (N_out - k) k entries, more than the paper's k(k+1)/2."""
     lay = layer(4, 6, "qr", bias=False)
     assert params_trainable(lay) == 4 + 6 + 10 + 2 * 4
 

@@ -1,4 +1,4 @@
-"""The training loop's Lp-sphere image-protocol features (LpSS demo.py; dossier shared/papers/lp_sphere.md 3.1):
+"""The training loop's Lp-sphere image-protocol features (WilliamLiPro/LpSS demo.py, commit 9c8cbc1):
 the per-step piecewise-linear rate, drop_last, and on-device batch augmentation, each measured, with resume."""
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from sparsebench.methods.nn.layers import WeightLayer
 from sparsebench.methods.nn.wrn import (ROLES, DenseConv2d, WideResNet, dense_factory, lpss_constrained, lpss_p_slots,
                          wide_resnet12_cifar, wide_resnet18_cifar, wide_resnet22_2_cifar, wide_resnet22_4_cifar)
 
-# (constructor, input channels, classes, README nw, role counts stem/conv/shortcut/fc); dossier section 5.1.
+# (constructor, input channels, classes, README nw, role counts stem/conv/shortcut/fc); LpSS model/resNet.py.
 NETS = [
     (wide_resnet12_cifar, 1, 10, 170_298, (1, 10, 2, 1)),
     (wide_resnet18_cifar, 1, 10, 267_514, (1, 16, 2, 1)),

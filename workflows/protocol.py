@@ -1,8 +1,8 @@
 """Paper protocols (`workflows/papers/<paper>.yaml`): loaded, validated and expanded into runs.
 
 A protocol is data: which runs reproduce a paper's experiment, and the published numbers with their provenance
-(DESIGN.md, "Published numbers"). Loading checks everything before anything runs and reports the first problem
-as one line naming the file, the experiment and the key. Schema:
+(docs/design.md, "Published numbers are data"). Loading checks everything before anything runs and reports the
+first problem as one line naming the file, the experiment and the key. Schema:
 
     paper: <file stem>   title: ...   arxiv: "NNNN.NNNNN"   notes: ... (optional)
     experiments:

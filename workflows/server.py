@@ -1,5 +1,5 @@
-"""`sparsebench server`: an MLflow tracking server for studies that run on a cluster (issue 8; DESIGN.md: the
-driver creates experiments and runs, trials never do; SQLite has one writer).
+"""`sparsebench server`: an MLflow tracking server for studies that run on a cluster (issue 8; docs/design.md,
+"MLflow layout": the driver creates experiments and runs, trials never do; SQLite has one writer).
 
     sparsebench server                                  SQLite mlflow.db + ./mlartifacts here, on 127.0.0.1:5000
     sparsebench server --backend-store-uri postgresql://USER@HOST/DB --host 0.0.0.0 --allowed-hosts mlflow.lab:5000

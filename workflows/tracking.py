@@ -1,4 +1,4 @@
-"""Every MLflow convention of sparsebench (DESIGN.md, "MLflow layout").
+"""Every MLflow convention of sparsebench (docs/design.md, "MLflow layout"; docs/tracking.md).
 
 - experiment = a study, e.g. `search/digits`; one parent run per (method, setting), found again by its tag
   `sparsebench.study` so that a rerun of the same command continues it instead of adding another;

@@ -4,7 +4,7 @@ restored trial resumes from its last checkpoint and trains the epochs after it a
 (Trainer.state_dict holds every RNG), so it reports the same metrics, and the driver logs each epoch once.
 
 This module is what every trial worker imports, so it imports no MLflow: trials never write to the tracking
-store (DESIGN.md, "MLflow layout"); their results reach the driver through Tune.
+store (docs/design.md, "MLflow layout"); their results reach the driver through Tune.
 """
 from __future__ import annotations
 

@@ -137,17 +137,17 @@ class TrainConfig(Section):
     weight_decay: float = spec(0.0, ge=0.0, help="L2 penalty added to the gradient by the optimizer")
     # W <- W - wd * W after every optimizer step, not scaled by the learning rate, as the SET authors' NumPy
     # code does (set_mlp_sparse_data_structures.py, dcmocanu/sparse-evolutionary-artificial-neural-networks;
-    # shared/papers/set_neuron_pruning.md pitfall 3). With SGD it equals an L2 coefficient of wd/lr.
+    # wiegerw/SET-MLP-ONE-MILLION-NEURONS). With SGD it equals an L2 coefficient of wd/lr.
     decoupled_weight_decay: float = spec(0.0, ge=0.0, lt=1.0, help="per-step multiplicative decay, not scaled by lr")
     schedule: str = spec("constant", choices=("constant", "step", "cosine", "piecewise"),
                          help="lr per epoch (constant/step/cosine), or per optimizer step (piecewise)")
     step_size: int = spec(10, ge=1, help="epochs between decays of the step schedule")
     gamma: float = spec(0.1, gt=0.0, le=1.0, help="decay factor of the step schedule")
     # Piecewise-linear rate, evaluated at every optimizer step (LpSS demo.py: PiecewiseLinear(knots=[0, E/6, E/3, E-3,
-    # E], vals)(step / len(loader)); dossier shared/papers/lp_sphere.md 3.1). Knots are fractions of train.epochs,
+    # E], vals)(step / len(loader)), WilliamLiPro/LpSS at commit 9c8cbc1). Knots are fractions of train.epochs,
     # values multiply train.lr. Defaults: demo.py's LpSS shape at E = 50 (0.94 = (50 - 3)/50), its vals [0.04, 2,
     # 0.5, 0.004, 0.0002] divided by the peak 2, so train.lr is the peak rate. The authors sum the loss over the
-    # batch and step at schedule/batch_size; with our mean loss that is train.lr = 2 (dossier 1.2, pitfall 5).
+    # batch and step at schedule/batch_size (optimizer/lpcgd.py); with our mean loss that is train.lr = 2.
     piecewise_knots: tuple[float, ...] = spec((0.0, 1 / 6, 1 / 3, 0.94, 1.0), ge=0.0, le=1.0,
                                               help="piecewise schedule: knots as fractions of training, 0 ... 1")
     piecewise_values: tuple[float, ...] = spec((0.02, 1.0, 0.25, 0.002, 0.0001), ge=0.0,

@@ -1,37 +1,38 @@
 """The one place that measures. Every number a run reports comes from here, computed from the layers'
 `effective_weight()` / `effective_bias()` (never from a nominal knob such as a target sparsity), so that
-every method is counted the same way (DESIGN.md, metrics table).
+every method is counted the same way (docs/design.md, "Metric names").
 
 Definitions
 - params_trainable: scalars the optimizer updates: parameters in its param groups, counted by
   `WeightLayer.num_trainable()` for weight layers (so a masked or frozen entry does not count).
 - params_dense: scalars of the dense network of the same shape: weights plus biases of every weight layer
-  (Paper C's "Dense" count, shared/papers/spectral.md section 5.1, N1*N2 + 10*N2 + N2 + 10).
+  (Paper C's "Dense" count, authors' Example/plot_functions.py, N1*N2 + 10*N2 + N2 + 10).
 - weights_nonzero / weight_sparsity: exact nonzeros of the effective weights (biases excluded).
 - neurons_active / neuron_sparsity: a hidden unit is active when it has at least one nonzero incoming AND
   at least one nonzero outgoing effective weight; a unit lacking either passes nothing that depends on the
   input to the output. Per-layer `neurons_no_in` / `neurons_no_out` keep the counts for the other
-  conventions (shared/papers/set_neuron_pruning.md section 5: the paper's convention is unknown). In a
+  conventions (arXiv 1906.11626 is known only from its abstract: its convention is unknown). In a
   residual network a unit is a channel of a group that several layers write (summed) and read: it is active
   when any writer has an incoming and any reader an outgoing nonzero weight (`unit_groups`).
 - hoyer: Hoyer (2004) sparsity of each output unit's effective weight vector, H(w) = (sqrt(d) -
   |w|_1/|w|_2) / (sqrt(d) - 1), averaged over the units of a layer, then over layers weighted by their
-  number of weights (as `Hoyer_layer_sparsity` / `Hoyer_net_sparsity` in WilliamLiPro/LpSS myFunction.py,
-  shared/papers/lp_sphere.md section 1.4). An all-zero unit counts as 1 (maximally sparse); d = 1 gives
+  number of weights (as `Hoyer_layer_sparsity` / `Hoyer_net_sparsity` in WilliamLiPro/LpSS
+  optimizer/myFunction.py, commit 9c8cbc1). An all-zero unit counts as 1 (maximally sparse); d = 1 gives
   0 for a nonzero weight.
 
-Neuron diversity (issue 7; shared/papers/diversification.md section 1.2, a reconstruction: Paper A's own
-metric is unknown), measured for every method on a fixed evaluation batch (the first `EVAL_BATCH` samples of
-the validation split, the same for every trial of a study because the split comes from data.split_seed):
+Neuron diversity (issue 7; a reconstruction: Paper A, arXiv 2109.09612, is known only from its abstract and
+its own metric is unknown; docs/methods.md, "Notes on reconstructions"), measured for every method on a fixed
+evaluation batch (the first `EVAL_BATCH` samples of the validation split, the same for every trial of a study
+because the split comes from data.split_seed):
 - act_corr: mean |Pearson r| over pairs of live hidden units of a layer, from the post-activations that the
   next layer receives (eval mode, no dropout). Pairs are pooled over hidden layers, so the network value is the
   mean over every within-layer pair.
 - dead_units: hidden units whose activation is constant on the evaluation batch (standard deviation
   <= DEAD_STD): a dead ReLU, a saturated unit, a pruned one. They have no correlation; they are excluded from
-  act_corr and counted here (pitfall 2 of the dossier: their variance is 0, a plain Pearson would be NaN).
+  act_corr and counted here (their variance is 0, so a plain Pearson would be NaN).
 - weight_cos: mean |cosine| between the incoming weight vectors (rows of the effective weight) of a hidden
   layer, over pairs of nonzero rows, pooled over hidden layers like act_corr.
-- weight_pearson: the same with every row centred first (the dossier's "weight Pearson correlation").
+- weight_pearson: the same with every row centred first (a "weight Pearson correlation").
 A layer with fewer than two live units (or nonzero rows) has no pair: it reports 0 and adds no pair to the pool.
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ from ..nn.correlation import DEAD_STD, live_units, mean_abs_cosine, mean_abs_pea
 from ..nn.layers import WeightLayer, weight_layers
 from ..nn.node_pruning import node_scores, removal_masks, remove_nodes_
 
-# Keys every run reports every epoch (DESIGN.md). tests/test_registry.py checks each method reports them.
+# Keys every run reports every epoch (docs/design.md, "Metric names"). tests/test_registry.py checks each method
+# reports them.
 EPOCH_KEYS = ("epoch", "seconds", "train_loss", "train_acc", "val_acc", "test_acc", "params_trainable", "params_dense",
               "weights_nonzero", "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer",
               "act_corr", "weight_cos", "weight_pearson", "dead_units")

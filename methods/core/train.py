@@ -1,4 +1,4 @@
-"""The one training loop for every method (DESIGN.md): short enough to read top to bottom.
+"""The one training loop for every method (docs/design.md, "Rules"): short enough to read top to bottom.
 
 `Trainer(cfg)` builds data, method, model, optimizer and schedule; `fit(on_epoch)` trains the remaining
 epochs and calls `on_epoch(metrics, trainer)` after each (the workflows report and checkpoint there).
@@ -9,7 +9,7 @@ gives bit-identical metrics on CPU (tests/test_train.py).
 Hot path habits: the whole dataset is a tensor on the device, batches are index-permutation slices, the
 running loss and accuracy stay on the device, and the host syncs once per epoch (in `_measure`).
 
-For the Lp-sphere image protocol (WilliamLiPro/LpSS demo.py; dossier shared/papers/lp_sphere.md 3.1):
+For the Lp-sphere image protocol (WilliamLiPro/LpSS demo.py, commit 9c8cbc1, the Fashion-MNIST script):
 `train.drop_last` drops each epoch's partial batch, `train.augment` crops/flips/cuts out every training batch on the
 device (methods/data/augment.py) from its own generator, and `train.schedule=piecewise` sets the rate at every step.
 """

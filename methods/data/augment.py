@@ -1,9 +1,9 @@
-"""Training-time image augmentation on whole batches on the device (DESIGN.md: the dataset is a device tensor and
-batches are slices of it, so there is no DataLoader and no per-sample transform).
+"""Training-time image augmentation on whole batches on the device (docs/design.md, "Habits": the dataset is a
+device tensor and batches are slices of it, so there is no DataLoader and no per-sample transform).
 
 One batch [B, C, H, W] (float, pixels in [0, 1] as methods/data/ stores images) goes through, in the order of
-the Lp-sphere paper's Fashion-MNIST demo (WilliamLiPro/LpSS demo.py `transform_train`; dossier
-shared/papers/lp_sphere.md section 3.1):
+the Lp-sphere paper's Fashion-MNIST demo (WilliamLiPro/LpSS demo.py `transform_train`, commit
+9c8cbc1):
 1. random crop with reflect padding: pad by P on every side, crop back to H x W at an offset drawn uniformly
    from {0..2P}^2 per sample (torchvision RandomCrop(padding=P, padding_mode="reflect") semantics);
 2. horizontal flip with probability 0.5 per sample (torchvision RandomHorizontalFlip, applied after the crop);
@@ -143,7 +143,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: boo
 
 
 # LpSS demo.py (Fashion-MNIST): RandomCrop(28, padding=4, padding_mode='reflect'), RandomHorizontalFlip(),
-# ToTensor(), Normalize((0.13,), (0.31,)), Cutout(1, 6). Dossier section 3.1; the demo notes this augmentation
+# ToTensor(), Normalize((0.13,), (0.31,)), Cutout(1, 6) (`transform_train`); the demo notes this augmentation
 # was tuned after the paper, so it may be stronger than the paper's own.
 FASHION_MNIST_LPSS = Augment(pad=4, flip=True, cutout=6, mean=(0.13,), std=(0.31,))
 

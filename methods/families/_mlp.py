@@ -58,10 +58,11 @@ class MLPShapeConfig(ModelConfig):
 class MLPConfig(MLPShapeConfig):
     """An MLP of plain weight matrices: the shape plus the initialisation options that act on such matrices."""
 
-    # Decorrelated yet random initialisation (Paper A, arXiv 2109.09612; the algorithm is our reconstruction,
-    # shared/papers/diversification.md section 1.4): the standard init, then `decor_steps` data-free Adam steps
-    # lowering the mean squared cosine ("cosine") or Pearson correlation ("pearson", centred rows) between the
-    # rows of every hidden layer, then each row's norm restored (methods/nn/decorrelation.py says why squared). Paper A's step count and rate are unknown: the defaults are
+    # Decorrelated yet random initialisation (Paper A, arXiv 2109.09612; the algorithm is our reconstruction from
+    # the abstract and Kovalenko & Kordik's ICANN 2023 abstract, docs/methods.md): the standard init, then
+    # `decor_steps` data-free Adam steps lowering the mean squared cosine ("cosine") or Pearson correlation
+    # ("pearson", centred rows) between the rows of every hidden layer, then each row's norm restored
+    # (methods/nn/decorrelation.py says why squared). Paper A's step count and rate are unknown: the defaults are
     # ours: with them the mean |cosine| of 8..64 x 784, 16 x 617 and 32..64 x 64 layers falls from 0.03-0.10 to
     # <= 0.001, and layers with more units than inputs reach their floor (benchmarks/decor_init.py).
     decor_init: str = spec("none", choices=("none", "cosine", "pearson"))

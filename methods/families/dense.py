@@ -15,10 +15,11 @@ from ..core.config import RunConfig
 
 @dataclass(frozen=True)
 class DenseConfig(MLPConfig):
-    # The Lp-sphere paper's dense baseline is its BatchNorm network trained by SGD (dossier lp_sphere.md 2, 3.1):
+    # The Lp-sphere paper's dense baseline is its BatchNorm network trained by SGD (WilliamLiPro/LpSS demo.py):
     # the same MLP as lp_sgd / lp_sphere, with BatchNorm after every hidden layer, compares like with like.
     batchnorm: bool = spec(False, help="BatchNorm after every hidden layer")
-    # The paper's image rows train wide ResNets (dossier 3.2); its dense baseline is the same net trained by SGD.
+    # The paper's image rows train wide ResNets (LpSS README, model/resNet.py); its dense baseline is the same
+    # net trained by SGD.
     arch: str = arch_spec()
 
 

@@ -2,8 +2,8 @@
 arXiv 2109.09612): a dense MLP trained with a decorrelation penalty on its hidden neurons, whose weight is
 constant, decays over the epochs, or is switched on only while the measured diversity is low ("dynamic").
 
-Only Paper A's abstract is known: the penalties and schedules are the reconstructions listed in
-shared/papers/diversification.md section 2.1, each behind an option; the decorrelated initialisation is
+Only Paper A's abstract is known: the penalties and schedules are our reconstructions (docs/methods.md,
+"Notes on reconstructions"), each behind an option; the decorrelated initialisation is
 `model.decor_init`, shared with every MLP-based method (methods/families/dense.py, methods/nn/decorrelation.py).
 """
 from __future__ import annotations
@@ -25,13 +25,14 @@ SCHEDULES = ("constant", "exp_decay", "linear", "gated")
 
 @dataclass(frozen=True)
 class DiversityConfig(MLPConfig):
-    # Dossier section 2.1 (all [RECONSTRUCTION]). Default act_pearson: bounded in [0, 1] and scale-free, so one
-    # `lam` means the same at every width and activation scale (DeCov grows with both).
+    # All our reconstructions (the paper's terms are unknown). Default act_pearson: bounded in [0, 1] and
+    # scale-free, so one `lam` means the same at every width and activation scale (DeCov grows with both).
     penalty: str = spec("act_pearson", choices=decorrelation.PENALTIES,
                         help="decov | act_pearson (hidden activations), weight_cos (mean cos^2 of hidden weight "
                              "rows), ncl (units feeding the output)")
     lam: float = spec(0.1, ge=0.0, help="penalty weight lambda_0")
-    # Dossier section 1.3-4: "dynamic" is unknown; the abstract places the benefit early in training.
+    # What the paper's "dynamic" means is unknown; its abstract (arXiv 2109.09612) places the benefit early in
+    # training.
     lam_schedule: str = spec("constant", choices=SCHEDULES,
                              help="constant; exp_decay: lam * lam_decay^(epoch-1); linear: lam * (1 - (epoch-1)/epochs); "
                                   "gated: lam while the training batch's mean |Pearson| between hidden units (pairs pooled "

@@ -1,10 +1,10 @@
-"""Sparse training on the unit Lp sphere (Li, Yang, Li, Lu, Xie, arXiv 2103.16013; dossier shared/papers/lp_sphere.md;
+"""Sparse training on the unit Lp sphere (Li, Yang, Li, Lu, Xie, arXiv 2103.16013, known only from its abstract;
 authors' code WilliamLiPro/LpSS at commit 9c8cbc1).
 
 - `lp_sgd`: LpSGD alone (methods/nn/lpsgd.py): every constrained row on its unit Lp sphere; sparsity only from the
-  entries that |v|^(1/(p-1)) crushes to exact zeros (the ablation of dossier section 2).
-- `lp_sphere`: LpSGD + the topology evolution of `SparseLpSSOptimizer` (optimizer/sparse_optimizer.py, dossier
-  section 1.5): a random mask at s0 = 0.2, updated every `frequency` steps between 20% and 80% of training:
+  entries that |v|^(1/(p-1)) crushes to exact zeros (an ablation of ours, not a run of the authors).
+- `lp_sphere`: LpSGD + the topology evolution of `SparseLpSSOptimizer` (optimizer/sparse_optimizer.py): a random
+  mask at s0 = 0.2, updated every `frequency` steps between 20% and 80% of training:
     h      = drop_fraction * (0.5 cos(pi (epoch - begin) / (end - begin)) + 0.5)      cosine-annealed
     thr_r  = h * mean |W_r| over the row's active entries                               per-neuron threshold
     K      = active entries with |W| >= thr_r ; n_drop = |M \\ K| ; n_grow = int(n_drop * g_f)
@@ -13,27 +13,29 @@ authors' code WilliamLiPro/LpSS at commit 9c8cbc1).
     s      = zeros of all masks / all model parameters (BN and biases included, as the authors count)
     g_f    = (1 - d) s / s*  if s < s* (1 - h / 2)  else  (1 + d) s / s*                  feedback to the target s*
   Semi-pruning: the forward pass uses W * M, but W (and LpSGD's feature vector v) keep the values of masked
-  entries, which get no gradient; a regrown entry resumes from its latent value (dossier 1.5, pitfall 7).
+  entries, which get no gradient; a regrown entry resumes from its latent value, not from 0.
 
 Choices where the code is ambiguous or looks unintended, each an option:
 - `grow_by: signed` (default) ranks candidates by the signed normalised gradient, as the authors' code does (the
-  published table was produced with it); `magnitude` ranks by |G|, as RigL does (dossier pitfall 6).
+  published table was produced with it); `magnitude` ranks by |G|, as RigL does.
 - K keeps only entries that are active now: the authors threshold W after `prune.remove`, i.e. W * M, so masked
   entries (0) never pass a positive threshold (optimizer/core.py `sparsify_weight`, commit 527ed00); masked
   entries come back only by growth.
 - The dense gradient is that of the step just taken (captured from the backward pass of W * M, whose gradient
   is dense), not of a second forward/backward after the step as in the authors' code: one pass instead of two.
-Which layers are constrained (dossier 1.1 and pitfall 4), read from each layer's place, never from parameter names:
+Which layers are constrained (optimizer/lpcgd.py `LpCGD.weightNormalize`), read from each layer's place, never
+from parameter names:
 - MLP (`model.arch: mlp`): every hidden layer's weight, one entry of `model.p` each;
 - wide ResNet (`model.arch: wrn12 | wrn18 | wrn22_2 | wrn22_4`, methods/nn/wrn.py): the roles of `lpss_constrained`:
   the block convs, and the stem only on inputs of >= 2 channels; 1x1 shortcuts stay free. `model.p` has one entry
   per slot of `lpss_p_slots` (the stem and every block conv, in forward order): the stem consumes its entry even
-  where it stays free (the authors' `net_lp` indexing, dossier pitfall 11);
+  where it stays free (the authors' `net_lp` indexing; an off-by-one would shift every p);
 - the classifier only with `constrain_classifier: true` (the authors exclude the last fc; it takes the last entry);
   biases and BatchNorm always stay free.
-Masks cover every weight layer, classifier and shortcuts included (dossier 5.3). The authors' summed loss and per-step rate schedule/batch_size become,
-with sparsebench's mean loss, rate `train.lr` for the free parameters and mixing rate `train.lr / batch_size`
-for the constrained ones (`model.mix_rate` overrides it): the same dynamics (dossier 1.2, pitfall 5).
+Masks cover every weight layer, classifier and shortcuts included (as `SparseLpSSOptimizer`). The authors' summed
+loss and per-step rate schedule/batch_size (demo.py, optimizer/lpcgd.py) become, with sparsebench's mean loss,
+rate `train.lr` for the free parameters and mixing rate `train.lr / batch_size` for the constrained ones
+(`model.mix_rate` overrides it): the same dynamics.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ class LpSGDConfig(MLPShapeConfig):
     hidden: tuple[int, ...] = spec((256, 256), ge=1, help="hidden layer widths")
     batchnorm: bool = spec(True, help="BatchNorm after every hidden layer (the authors' nets have one per layer)")
     # One p for every constrained layer, or one per constrained layer in forward order. The demo's lists put a
-    # larger p on the first layers ([1.3]*4 + [1.15]*18 at s = 0.8, dossier 1.1); 1.3 is the middle of its values.
+    # larger p on the first layers ([1.3]*4 + [1.15]*18 at s = 0.8, demo.py); 1.3 is the middle of its values.
     p: tuple[float, ...] = spec((1.3,), gt=1.0, help="Lp exponent(s) of the constrained layers")
     constrain_classifier: bool = spec(False, help="also keep the classifier's rows on the sphere (the authors do not)")
     mix_rate: float = spec(0.0, ge=0.0, lt=1.0, help="LpSGD mixing rate; 0: train.lr / train.batch_size (authors)")
@@ -215,7 +217,7 @@ class LpSphere(LpSGDMethod):
         for layer in weight_layers(model):
             if layer.dense_grad is None:   # no gradient this step (cannot happen in the Trainer's loop): keep it
                 continue
-            # Rows = output units: a linear layer's rows, a conv's filters flattened (dossier 1.1). Views, so
+            # Rows = output units: a linear layer's rows, a conv's filters flattened (`LpNormalize_cnn`). Views, so
             # `mask.copy_` below writes the layer's own mask.
             rows = layer.weight.shape[0]
             w, mask, g = (t.view(rows, -1) for t in (layer.weight, layer.mask, layer.dense_grad))

@@ -13,7 +13,7 @@
 
 All topology randomness (ER masks, regrowth positions and values) comes from the method's own generator,
 which is checkpointed, so a resumed run rewires exactly as an uninterrupted one.
-See shared/papers/set_neuron_pruning.md for every source and pitfall.
+Options and the known unknowns of Paper B: docs/methods.md ("fixprob, set, set_neuron", "Notes on reconstructions").
 """
 from __future__ import annotations
 
@@ -135,11 +135,11 @@ class FixProb(Method):
 class SetConfig(FixProbConfig):
     zeta: float = spec(0.3, ge=0.0, lt=1.0, help="fraction of each sign's weights closest to zero rewired per epoch")
     # New weights start at 0 as in the Keras SET code (the mask zeroes them); the NumPy code draws N(0, 0.1^2),
-    # Curci et al. He/Xavier uniform (shared/papers/set_neuron_pruning.md pitfall 2).
+    # Curci et al. He/Xavier uniform (SelimaC/large-scale-sparse-neural-networks `weight_init`).
     regrow_init: str = spec("zero", choices=REGROW_INITS)
     # "changed": survivors keep their momentum, removed and new entries start from 0 (the NumPy SET code);
-    # "all": every weight's optimizer state is reset at each rewiring (what recompiling does in the Keras code,
-    # pitfall 4, kept only to reproduce it).
+    # "all": every weight's optimizer state is reset at each rewiring (what recompiling every epoch does in the
+    # Keras code, kept only to reproduce it).
     momentum_reset: str = spec("changed", choices=("changed", "all"))
 
 
@@ -225,7 +225,7 @@ class SetNeuronConfig(SetConfig):
     prune_target: float = spec(0.0, ge=0.0, lt=1.0, help="fraction of hidden units removed by the end (0 = percentile rule)")
     # "alive": the percentile is taken among the units still alive, so every round removes ~p% of them.
     # "all": over all units, pruned ones (importance 0) included, as set_mlp_sequential.py does; once p% are
-    # gone the threshold is 0 and pruning stalls near p% (shared/papers/set_neuron_pruning.md pitfall 11),
+    # gone the threshold is 0 and pruning stalls near p%,
     # which cannot reach Paper B's ~50%, hence the default.
     percentile_over: str = spec("alive", choices=("alive", "all"))
 

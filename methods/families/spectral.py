@@ -6,9 +6,9 @@
 - `spectral_sparse`: Paper C's QR_sparse: QR layers, lam_in = 1 and lam_out = 0 at init, every layer (output
   included) keeps only its top (1 - sparsity) share of |W| at every forward pass (Example/sparse_functions.py).
 - `dense_sparse`: the same dynamic thresholding on a dense kernel, Glorot init, no bias (`Sparse_Dense`).
-Defaults follow the authors' code where the dossier gives them (shared/papers/spectral.md sections 2.1 and 3):
+Defaults follow the authors' code (Jamba15/Spectral_parameters_reduction Example/Layers.py, commit 44fc49e):
 ReLU for the dense-vs-spectral comparison, tanh for the sparse experiment. The optimiser is a train.* option
-(the authors use Adamax / Adam, section 3).
+(the authors use Adamax / Adam: Example/lessparam_functions.py, Example/sparse_functions.py).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class SpectralConfig(MLPShapeConfig):
     layer_variants: tuple[str, ...] = spec((), choices=VARIANTS,
                                            help="one variant per weight layer (overrides variant); empty: all alike")
     # Default True: the paper's parameter count (Example/plot_functions.py) treats R as triangular; the TF code
-    # trains the full matrix (False reproduces that; pitfall 5).
+    # trains the full matrix (False reproduces that).
     qr_triangular: bool = spec(True)
 
 

@@ -1,5 +1,5 @@
 """The pre-training filter of spectral pruning ("Alternate" in the authors' code, green in Fig. 3 of Buffoni et
-al., Sci. Rep. 12, 11201, 2022; dossier shared/papers/spectral.md sections 1.4, 2.3 and 3.4):
+al., Sci. Rep. 12, 11201, 2022, arXiv 2108.00940; authors' Buffoni/spectral_learning Funzioni.py):
 
 1. train the eigenvalues only: every layer W = -lam_out * phi with phi frozen at its random draw (`eig_out`);
 2. rank the hidden nodes by |lam_out|, pooled over all hidden layers, and remove the lowest `prune_percent`%
@@ -9,7 +9,7 @@ al., Sci. Rep. 12, 11201, 2022; dossier shared/papers/spectral.md sections 1.4, 
    a new model.
 
 `train.epochs` is the whole run; its last round(retrain_fraction * epochs) epochs (at least 1) retrain the smaller
-network. The authors train 100 epochs, then retrain 20 (dossier section 3.4 and pitfall 11): 20 of 120, the
+network. The authors train 100 epochs, then retrain 20 (Funzioni.py, parallel_train.py): 20 of 120, the
 default 1/6. A fraction rather than a count, so that a search's `--epochs` budget never makes the phases
 impossible; the paper's protocol sets epochs 120 and gets exactly 20. The
 smaller network really is smaller (its parameters and time per epoch shrink with it), and a checkpoint taken
@@ -35,8 +35,8 @@ from ..nn.spectral_layers import SpectralLinear
 
 @dataclass(frozen=True)
 class SpectralFilterConfig(MLPShapeConfig):
-    # Fig. 3 caption: 784-500-10 (the repository's single-layer runs used 2000, dossier pitfall 12); no bias
-    # (section 3.4).
+    # Fig. 3 caption: 784-500-10 (the repository's single-layer runs used 2000, `Spectral_conf`); no bias
+    # (Buffoni/spectral_learning parallel_train.py).
     hidden: tuple[int, ...] = spec((500,), ge=1, help="hidden layer widths")
     bias: bool = spec(False)
     prune_percent: int = spec(50, ge=0, lt=100, help="share of hidden nodes (%) removed after the eigenvalue-only phase")

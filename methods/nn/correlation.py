@@ -16,7 +16,7 @@ DEAD_STD = 1e-6     # a unit whose activation varies less than this over the eva
 def pair_mean(g: torch.Tensor, keep: torch.Tensor, power: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of |g_ij|^power over pairs i < j of units `keep` (boolean [H]) of a symmetric [H, H] matrix whose
     rows and columns outside `keep` are 0, and the number of pairs; both 0-dim device tensors. Gram-matrix
-    form, no loop over pairs (dossier pitfall 1), and no boolean indexing, which would sync a GPU with the
+    form, no O(H^2) loop over pairs, and no boolean indexing, which would sync a GPU with the
     host at every training step. No pair gives 0 (with a zero gradient), never 0/0."""
     n = keep.sum()
     pairs = n * (n - 1) // 2
@@ -52,8 +52,8 @@ def mean_abs_pearson(a: torch.Tensor, dead_std: float = DEAD_STD,
 
 def row_cosines(w: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The cosine matrix [H, H] between the rows of `w` [H, ...] (zero rows give zero rows and columns) and
-    the boolean [H] of nonzero rows. `centred`: each row minus its mean first (the weight Pearson correlation
-    of the dossier)."""
+    the boolean [H] of nonzero rows. `centred`: each row minus its mean first (the weight Pearson
+    correlation, docs/methods.md "Notes on reconstructions")."""
     w = w.reshape(w.shape[0], -1)
     if centred:
         w = w - w.mean(1, keepdim=True)

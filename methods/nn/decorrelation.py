@@ -2,17 +2,17 @@
 initialisation every MLP-based method may use (MLPConfig.decor_init).
 
 Paper A (Kovalenko, Kordik, Friedjungova, arXiv 2109.09612) is known only from its abstract: none of these
-equations is from it. They are the standard decorrelation terms consistent with the abstract, as
-reconstructed in shared/papers/diversification.md (sections 1.3, 1.4 and 2.2); each function cites its own
-source. Every term is a Gram-matrix operation (no loop over pairs, dossier pitfall 1) and is finite for dead
-units (pitfall 2). `act_pearson` is the function behind the logged `act_corr` (methods/core/metrics.py), applied to
+equations is from it. They are the standard decorrelation terms consistent with the abstract, our
+reconstruction (docs/methods.md, "Notes on reconstructions"); each function cites its own source. Every term
+is a Gram-matrix operation (no loop over the O(H^2) pairs) and is finite for dead units (a variance floor, not
+a NaN Pearson r). `act_pearson` is the function behind the logged `act_corr` (methods/core/metrics.py), applied to
 the training batch in train mode rather than to the fixed evaluation batch.
 
 L1 or L2 on correlations: a mean of |r| is an L1 objective; it drives most pairs to exactly 0 and is
 indifferent to a few pairs becoming near-duplicates, which is the redundancy Paper A is about. Measured on a
 128x64 layer (more units than inputs), 100 Adam steps on mean |cos| left 9 pairs with |cos| > 0.9 (max 0.999,
 from 0.47); mean cos^2 left none (max 0.32). The weight objectives (init and `weight_cos`) are therefore mean
-squared cosines; `act_pearson` keeps the |r| of the dossier's definition (section 1.3-1) and DeCov is squared.
+squared cosines; `act_pearson` keeps the |r| of the usual mean-|Pearson r| definition and DeCov is squared.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ PENALTY_DEAD_STD = 1e-3
 
 
 def act_pearson(a: torch.Tensor, dead_std: float = PENALTY_DEAD_STD) -> torch.Tensor:
-    """Mean |Pearson r| over pairs of live units of a [B, H] (dossier section 1.3-1, alternative form): the
+    """Mean |Pearson r| over pairs of live units of a [B, H] (the |r| alternative to DeCov, ours): the
     scale-free variant of DeCov, in [0, 1]; (nearly) dead units of the batch are left out."""
     return mean_abs_pearson(a, dead_std)[0]
 
@@ -61,8 +61,9 @@ def mean_sq_cosine(w: torch.Tensor, centred: bool = False) -> torch.Tensor:
 
 
 def weight_cos(w: torch.Tensor) -> torch.Tensor:
-    """Mean squared cosine between the rows (incoming weight vectors) of w, in [0, 1]: dossier section 1.3-2
-    with cos^2 for |cos| (see the module docstring: |cos| trades many orthogonal pairs for a few duplicates)."""
+    """Mean squared cosine between the rows (incoming weight vectors) of w, in [0, 1]: the usual weight-cosine
+    penalty (a reconstruction) with cos^2 for |cos| (see the module docstring: |cos| trades many orthogonal
+    pairs for a few duplicates)."""
     return mean_sq_cosine(w)
 
 
@@ -73,7 +74,7 @@ NCL_ENERGY_FLOOR = 1e-4
 
 def ncl(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Negative correlation learning (Liu & Yao, Neural Networks 12(10), 1999) among the hidden units that feed
-    the output layer, each unit i an ensemble member with contribution f_i = v_ci h_i to logit c (dossier 1.3-3):
+    the output layer, each unit i an ensemble member with contribution f_i = v_ci h_i to logit c (our reading):
     p_i = (f_i - fbar) sum_{j != i} (f_j - fbar) = -(f_i - fbar)^2, so sum_i p_i = -sum_i (f_i - fbar)^2.
 
     Scaling (ours): sum_i p_i summed over the batch and the logits, divided by the batch's contribution energy
@@ -105,16 +106,16 @@ PENALTIES = ("decov", "act_pearson", "weight_cos", "ncl")
 def decorrelate_rows_(weight: torch.Tensor, steps: int, lr: float, centred: bool = False,
                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """In place: lower the mean squared cosine (or, `centred`, Pearson) between the rows of `weight` by `steps`
-    data-free Adam steps, then give every row back its original L2 norm (dossier section 1.4, the
-    reconstruction consistent with Kovalenko & Kordik's ICANN 2023 abstract "Decorrelated weight
+    data-free Adam steps, then give every row back its original L2 norm (a reconstruction
+    consistent with Kovalenko & Kordik's ICANN 2023 abstract "Decorrelated weight
     initialization by backpropagation").
 
     - The norms are restored so that the signal variance is the standard initialisation's; otherwise a
-      speed-up could come from the changed scale rather than from the decorrelation (dossier pitfall 3).
+      speed-up could come from the changed scale rather than from the decorrelation.
     - The optimisation runs on unit rows, with the Adam rate divided by sqrt(entries per row), the
       size of a unit row's typical entry: one `lr` then means the same relative step for every layer width.
     - Entries outside `mask` (a sparse layer's missing connections) stay exactly 0; all-zero rows stay 0.
-    - The objective is the mean squared cosine: mean |cos| (the dossier's sketch) creates near-duplicate rows
+    - The objective is the mean squared cosine: mean |cos| (the obvious form) creates near-duplicate rows
       when a layer has at least as many units as inputs (module docstring).
     - No random numbers are drawn: the result is a function of the random standard draw (deterministic for a
       fixed number of BLAS threads), so it stays random across seeds and leaves the data order and dropout

@@ -1,7 +1,7 @@
 """Layers. Every layer that holds weights exposes `effective_weight()`: the tensor the forward pass really
 uses (W for a dense layer, W = W*M for a masked one, (lam_in - lam_out) * phi for a spectral one), and
 `effective_bias()`. `methods/core/metrics.py` measures only through these, so that every method's sparsity,
-parameter and neuron counts are computed the same way (DESIGN.md, "Contracts").
+parameter and neuron counts are computed the same way (docs/design.md, "Contracts").
 
 A layer whose optimizer updates fewer scalars than `numel()` of its parameters (masked entries, frozen
 eigenvectors) overrides `num_trainable()`.

@@ -1,8 +1,8 @@
-"""LpSGD: training on the unit Lp sphere (Li, Yang, Li, Lu, Xie, arXiv 2103.16013; dossier shared/papers/lp_sphere.md).
+"""LpSGD: training on the unit Lp sphere (Li, Yang, Li, Lu, Xie, arXiv 2103.16013; authors' WilliamLiPro/LpSS).
 
 Every constrained weight tensor keeps each output unit's row (an FC row, a conv filter: all dims but 0) on the
 unit Lp sphere, ||w_r||_p = 1, p > 1. The step is the authors' `LpCGD.step` (WilliamLiPro/LpSS
-optimizer/lpcgd.py, commit 9c8cbc1; dossier section 1.2), with q = p / (p - 1) the dual exponent:
+optimizer/lpcgd.py, commit 9c8cbc1; the paper's printed equations are unknown), with q = p / (p - 1) the dual exponent:
 
     d      = g + mu * buf,  buf = mu * buf + g         Nesterov momentum, dampening 0 (first step: buf = g)
     v      = sign(W) |W|^(p-1)                         the "feature vector", kept in the optimizer state
@@ -15,7 +15,7 @@ Parameters of groups without `lp` follow plain (Nesterov) momentum SGD in the sa
 torch.optim.SGD with dampening 0 and no weight decay (tests/test_lp_sphere.py compares them). Every group has its
 own `lp`, so p can differ per layer.
 
-Numerics (dossier pitfall 1): at p = 1.07, q = 15.3 and |x|^q underflows in float32 for |x| < ~3e-3 (and
+Numerics (our measurement, not the paper's): at p = 1.07, q = 15.3 and |x|^q underflows in float32 for |x| < ~3e-3 (and
 |x|^(1/(p-1)) = |x|^14.3 for |x| < ~1e-3). Every Lp norm here is computed on the row divided by its maximum
 absolute entry, so the powers stay in [0, 1] and the largest term is exactly 1: the norm never collapses to eps and
 never overflows, whatever the scale of the gradient (the authors' code relies on a summed loss to keep gradients
@@ -26,7 +26,7 @@ is raised to the power 1/(p-1) = 14.3). Only an all-zero row is affected, and it
 `masks`: tensors (same shape as a parameter, bool) that the forward pass multiplies in (SemiMaskedLinear of
 methods/families/lp_sphere.py). They play no part in the step: a masked entry gets no gradient, its feature value decays by
 (1 - eta) and is renormalised with its row, and W keeps that latent value; a regrown entry resumes from it
-(the authors' semi-pruning, dossier section 1.5).
+(the authors' semi-pruning as their `SparseLpSSOptimizer` behaves; the paper's definition is unknown).
 """
 from __future__ import annotations
 

@@ -1,13 +1,14 @@
 """Node pruning after training: remove whole hidden units ranked by a score, evaluate, repeat for each share.
 
-Buffoni et al., "Spectral pruning of fully connected layers", Sci. Rep. 12, 11201 (2022) (dossier
-shared/papers/spectral.md sections 1.4 and 3.4) rank the hidden nodes of a trained network and remove the
-lowest-ranked share without retraining:
+Buffoni et al., "Spectral pruning of fully connected layers", Sci. Rep. 12, 11201 (2022), arXiv
+2108.00940 (Fig. 3 caption; authors' Buffoni/spectral_learning Funzioni.py, multilayer.py) rank the hidden
+nodes of a trained network and remove the lowest-ranked share without retraining:
 - "Spectral": score |lam_out| of a spectral layer W = -lam_out * phi; removing a node sets its eigenvalue to 0;
 - "Dense": score the incoming connectivity sum_j |w_ij| of a direct-space layer; removal zeroes that row.
-In both, one percentile is taken over the nodes of ALL hidden layers pooled (dossier pitfall 9); the output layer
-is never pruned. A removed node loses every incoming weight and its bias (pitfall 10), so with relu, tanh or elu
-it outputs 0 and nothing flows through it (with sigmoid it outputs the constant 0.5, as in the authors' code).
+In both, one percentile is taken over the nodes of ALL hidden layers pooled (as the authors' code); the output
+layer is never pruned. A removed node loses every incoming weight and its bias (lam = 0 alone leaves the bias),
+so with relu, tanh or elu it outputs 0 and nothing flows through it (with sigmoid it outputs the constant 0.5,
+as in the authors' code).
 
 "Percentile q" here means: the round(q% * N) lowest-scoring of the N hidden nodes are removed (ties broken by
 position, so the share is exact); the authors' `np.percentile` threshold differs from it only by interpolation.
@@ -48,7 +49,7 @@ def layer_rules(model: nn.Module, rule: str) -> list[str]:
 def _layer_score(layer: nn.Module, rule: str) -> torch.Tensor:
     if rule == "eigenvalue":
         # W_ij = (lam_in_j - lam_out_i) phi_ij: only without sending eigenvalues does lam_out_i = 0 remove node i
-        # (Sci. Rep. 2022 ranks the nodes of W = -lam_out * phi; dossier section 1.4).
+        # (Sci. Rep. 2022 ranks the nodes of W = -lam_out * phi; Fig. 3).
         if not single_set(layer):
             raise ValueError(f"prune_score=eigenvalue needs spectral layers with one eigenvalue set "
                              f"({', '.join(SINGLE_SET)}), got {type(layer).__name__}"

@@ -1,11 +1,12 @@
-"""Semi-masked layers of the Lp-sphere method (arXiv 2103.16013; dossier shared/papers/lp_sphere.md section 1.5 and
-pitfall 7): the forward pass uses W * M, while W (and LpSGD's feature vector) keep the latent values of masked
-entries, so a regrown entry resumes from its latent value.
+"""Semi-masked layers of the Lp-sphere method (arXiv 2103.16013; as the authors' `SparseLpSSOptimizer`,
+WilliamLiPro/LpSS optimizer/sparse_optimizer.py, behaves: the paper's definition is unknown): the forward pass
+uses W * M, while W (and LpSGD's feature vector) keep the latent values of masked entries, so a regrown entry
+resumes from its latent value.
 
 Autograd through W * M gives masked entries a zero gradient; the gradient of the product itself is dense and is kept
 in `dense_grad` when `capture` is set (the topology update's growth criterion; a reference, no copy). The mask has
-the weight's shape: rows of a linear layer, filters [in, kh, kw] of a convolution (dossier 1.1: a filter is an
-output unit).
+the weight's shape: rows of a linear layer, filters [in, kh, kw] of a convolution (a filter is an output
+unit, as the authors' `LpNormalize_cnn` normalises it).
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class SemiMaskedConv2d(SemiMasked, DenseConv2d):
 
 def semi_masked_factory(kind: str, in_channels: int, out_channels: int, kernel_size: int, stride: int,
                         index: int) -> WeightLayer:
-    """methods/nn/wrn.py LayerFactory: every conv and the fc semi-masked (dossier 5.3: all four roles are masked)."""
+    """methods/nn/wrn.py LayerFactory: every conv and the fc semi-masked (all four roles, as the authors' masks)."""
     if kind == "fc":
         return SemiMaskedLinear(in_channels, out_channels, bias=True)
     return SemiMaskedConv2d(in_channels, out_channels, kernel_size, stride=stride)

@@ -7,11 +7,13 @@ Lambda = diag(lam_in, lam_out). Because (Phi - I)^2 = 0, Phi^-1 = 2I - Phi exact
 
     W_ij = (lam_in_j - lam_out_i) * phi_ij          (i receiving node, j input node)
 
-(shared/papers/spectral.md section 1.1; `lin = mul(self.eig_in - self.eig_out, phi)` in
+(`lin = mul(self.eig_in - self.eig_out, phi)` in the authors'
 Jamba15/Spectral_parameters_reduction Example/Layers.py). The operator is never built and nothing is inverted:
 tests/test_spectral_layers.py builds it explicitly once, in the test, to check this identity.
 
-Variants (which parameters train, and the authors' initialisation; dossier section 2.1 and 2.2):
+Variants (which parameters train, and the authors' initialisation: Example/Layers.py and
+Example/lessparam_functions.py of Jamba15/Spectral_parameters_reduction at commit 44fc49e; the parent's
+Buffoni/spectral_learning):
 - eig_out: the parent's efficient layer: W = -lam_out * phi (lam_in fixed at 0), phi ~ U(-0.2, 0.2) frozen,
   lam_out ~ U(-0.5, 0.5) (Buffoni/spectral_learning, efficient `Spectral` layer).
 - eig_out_full: the same layer with phi trainable too: the "full spectral network" that Sci. Rep. 2022 trains
@@ -23,7 +25,7 @@ Variants (which parameters train, and the authors' initialisation; dossier secti
 - qr: B ~ N(0, 0.036^2), reduced QR of B^T = Q R, phi = R^T Q^T (= B at init); Q^T frozen, R^T trainable,
   lam_in ~ U(-0.97, 0.97), lam_out ~ U(-0.13, 0.13) (`QR`). `qr_triangular=True` (our default) keeps R^T
   lower-triangular (trapezoidal) as the paper's parameter count assumes (Example/plot_functions.py); False
-  trains the full N_out x k matrix as the TF code does (dossier pitfall 5).
+  trains the full N_out x k matrix as the TF code does.
 - full: phi trainable too (initialised like two_sets), with lam_in and lam_out: the parent's "full spectral
   training", which for optimisation is a reparametrised dense layer (SpectralTools README).
 Biases start at 0 (Keras default in the authors' code).
@@ -31,7 +33,7 @@ Biases start at 0 (Keras default in the authors' code).
 `sparsity` > 0 applies Paper C's dynamic direct-space sparsification at every forward pass: the entries of W
 at or below the sparsity-quantile of |W| are zeroed, so exactly floor(sparsity * numel) entries are 0 (ties
 aside), and gradients reach the spectral parameters only through the survivors (Example/sparse_functions.py,
-`QR_sparse`; section 1.2). The same rule on a plain weight is `DenseSparseLinear` (`Sparse_Dense`).
+`QR_sparse` in Example/Layers.py). The same rule on a plain weight is `DenseSparseLinear` (`Sparse_Dense`).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from .layers import WeightLayer
 
 VARIANTS = ("eig_out", "eig_out_full", "two_sets", "ssvd", "qr", "full")
 # Variants with one eigenvalue per receiving node and none for the sending ones (W = -lam_out * phi): setting a
-# node's eigenvalue to 0 removes it (Sci. Rep. 2022, dossier section 1.4), so |lam_out| ranks nodes for pruning.
+# node's eigenvalue to 0 removes it (Sci. Rep. 12, 11201, 2022, Fig. 3), so |lam_out| ranks nodes for pruning.
 SINGLE_SET = ("eig_out", "eig_out_full")
 
 
@@ -58,7 +60,7 @@ def closed_form_weight(lam_in: torch.Tensor, lam_out: torch.Tensor, phi: torch.T
 
 def kth_smallest(a: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th smallest (1-based) entry of `a` as a 0-dim tensor. A selection, not torch.quantile, which refuses
-    tensors above ~16M elements (dossier section 2.5) and sorts. On the CPU numpy's introselect (np.partition)
+    tensors above ~16M elements (a PyTorch limit) and sorts. On the CPU numpy's introselect (np.partition)
     returns the same element ~6x faster than torch.kthvalue (500 x 784: 1.2 vs 7.5 ms, one thread), which made
     dynamic sparsification the larger part of a sparse step; on an accelerator torch.kthvalue stays on the device."""
     flat = a.reshape(-1)
@@ -176,7 +178,7 @@ class SpectralLinear(WeightLayer):
         """Zero every incoming weight and the bias of the receiving nodes `drop` (bool [out]). Single-set layers
         do it as Sci. Rep. 2022 does, by setting the node's eigenvalue to 0 (W = -lam_out * phi); the others by
         zeroing the node's row of phi (its factor U for S-SVD, R^T for QR). The bias goes too: with a bias left,
-        lam = 0 would not remove the node (dossier pitfall 10).
+        lam = 0 would not remove the node.
 
         A dynamically sparsified layer instead drops the rows after the thresholding: zeroed rows would count
         among the smallest |W| at the next forward pass and revive pruned entries of the surviving rows. That

@@ -1,6 +1,7 @@
 """CIFAR-style wide ResNets of the Lp-sphere paper (Li, Yang, Li, Lu, Xie, arXiv 2103.16013), as defined by the
-authors' WilliamLiPro/LpSS model/resNet.py (`ResNet_CIFAR` with `BasicBlock_cifar`; dossier
-shared/papers/lp_sphere.md sections 3 and 5.1). Written from a reading of that file, not copied from it.
+authors' WilliamLiPro/LpSS model/resNet.py (`ResNet_CIFAR` with `BasicBlock_cifar`, commit
+9c8cbc1; models per dataset from the README epochs and "nw" column, demo.py). Written from a reading of that
+file, not copied from it.
 
 Structure (He et al., arXiv 1512.03385, CIFAR variant; widths as Zagoruyko & Komodakis, arXiv 1605.07146):
     stem: 3x3 conv, 16 channels, stride 1 -> BN -> ReLU
@@ -23,16 +24,18 @@ Module names follow resNet.py (conv1, bn1, layer1..3 of blocks with conv1/bn1/co
 so state-dict keys match the authors' checkpoints. Rules should nevertheless read the `role` data below, never
 parameter names.
 
-Which layers the LpSS rules leave unconstrained (optimizer/lpcgd.py `LpCGD.weightNormalize` at commit 9c8cbc1,
-dossier section 1.1 and pitfall 4). Each weight layer carries `role` in ROLES so a method can apply them:
+Which layers the LpSS rules leave unconstrained (optimizer/lpcgd.py `LpCGD.weightNormalize` at commit 9c8cbc1;
+getting them wrong changes the achievable sparsity and accuracy). Each weight layer carries `role` in ROLES so
+a method can apply them:
 - role "stem" (the first 3x3 conv): constrained only if it has >= `min_input_channel` = 2 input channels, so it
   is unconstrained on 1-channel inputs (MNIST, Fashion-MNIST) and constrained on RGB. It consumes an entry of
-  the per-layer p list either way (dossier pitfall 11): see `lpss_p_slots`.
+  the per-layer p list either way (an off-by-one would shift every p): see `lpss_p_slots`.
 - role "conv" (the 3x3 convs of the blocks): constrained, one p-list entry each, in forward order.
 - role "shortcut" (the 1x1 downsample convs): unconstrained (the authors' name filter misses "downsample.0").
 - role "fc" (the classifier): unconstrained (`forbid_layers`: the last two named parameters, fc.weight/bias).
 - BN weights and biases, and every bias: unconstrained (they are not weight layers here at all).
-Sparse methods mask all four roles (dossier section 5.3); the roles only decide the Lp constraint.
+Sparse methods mask all four roles (as `SparseLpSSOptimizer`, optimizer/sparse_optimizer.py); the roles only
+decide the Lp constraint.
 """
 from __future__ import annotations
 
@@ -219,7 +222,7 @@ def lpss_constrained(layer: WeightLayer, min_input_channel: int = 2) -> bool:
 def lpss_p_slots(model: WideResNet) -> list[int | None]:
     """For each weight layer (forward order) its index into the authors' per-layer p list (`net_lp`), None for
     layers that consume no entry (shortcut, fc). The stem always consumes entry 0, even where it stays
-    unconstrained (dossier pitfall 11); check `lpss_constrained` as well."""
+    unconstrained (as the authors' `net_lp` indexing); check `lpss_constrained` as well."""
     slots, k = [], 0
     for layer in model.weight_layers():
         if layer.role in ("stem", "conv"):

@@ -57,7 +57,7 @@ class IdxSource:
     citation: str
 
 
-# sha256 of the decompressed MNIST files (shared/datasets/README.md; their md5s equal the official raw
+# sha256 of the decompressed MNIST files, computed from the official files (their md5s equal the official raw
 # files' 6bbc9ace..., a25bea73..., 2646ac64..., 27ae3e4e...). Mirrors: the official site is often
 # unavailable, so the mirrors used by TensorFlow and torchvision are tried first.
 MNIST = IdxSource(
@@ -73,7 +73,7 @@ MNIST = IdxSource(
     citation="LeCun, Cortes, Burges: The MNIST database of handwritten digits",
 )
 
-# Fashion-MNIST: labels by sha256 of the decompressed content (shared/datasets/README.md); images by the
+# Fashion-MNIST: labels by sha256 of the decompressed content of the files published at the URLs below; images by the
 # md5 of the .gz published in zalandoresearch/fashion-mnist README.md (no sha256 is published).
 FASHION_MNIST = IdxSource(
     folder="fashion-mnist",

@@ -35,7 +35,7 @@ def _mat_file(filename: str, sha256: str) -> RemoteFile:
     return RemoteFile(filename, sha256_raw=sha256, compressed=False)
 
 
-# sha256 of the files from shared/datasets/README.md ("Checksums"). Samples x features (classes):
+# sha256 of the files as published in jundongl/scikit-feature (URL below). Samples x features (classes):
 # ALLAML 72x7129 (2), arcene 200x10000 (2), BASEHOCK 1993x4862 (2), COIL20 1440x1024 (20), GLIOMA 50x4434 (4),
 # Isolet 1560x617 (26), leukemia 72x7070 (2), lung_small 73x325 (7), madelon 2600x500 (2), ORL 400x1024 (40),
 # orlraws10P 100x10304 (10), PCMAC 1943x3289 (2), Prostate-GE 102x5966 (2), RELATHE 1427x4322 (2),

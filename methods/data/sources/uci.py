@@ -1,6 +1,7 @@
-"""The three UCI sets of the Lp-sphere paper (arXiv 2103.16013; shared/papers/lp_sphere.md section 4.1: DNA,
-Mushroom, Climate), read from the canonical files under `$SPARSEBENCH_DATA/uci/<name>/` (or downloaded there),
-each verified by the sha256 of the file before it is parsed (shared/datasets/README.md, "Checksums").
+"""The three UCI sets of the Lp-sphere paper (arXiv 2103.16013; accuracy table of the authors' WilliamLiPro/LpSS
+README: DNA, Mushroom, Climate), read from the canonical files under `$SPARSEBENCH_DATA/uci/<name>/` (or downloaded
+there), each verified by the sha256 of the file before it is parsed (computed from the official files at the URLs
+below).
 
 - `mushroom`: UCI Mushroom, `agaricus-lepiota.data` (doi 10.24432/C5959T): 8124 rows of 23 one-letter codes,
   class first (e edible -> 0, p poisonous -> 1). The 22 categorical attributes are one-hot encoded in the order
@@ -15,9 +16,9 @@ each verified by the sha256 of the file before it is parsed (shared/datasets/REA
   line ends) and `dna.scale.t` (1186 rows, LF), 180 binary features, labels 1..3 -> 0..2. The test split is the
   official Statlog one (`dna.scale.t`).
 
-The features are used as they are in the files (one-hot, binary, parameters in [0, 1]): the dossier records
-the paper's UCI preprocessing as unknown (lp_sphere.md sections 3.2 and 4.2), so nothing is assumed.
-Mushroom and Climate have no official test split and the dossier gives none (same sections): like the
+The features are used as they are in the files (one-hot, binary, parameters in [0, 1]): the paper's UCI
+preprocessing is unknown (the authors' repository holds no UCI code), so nothing is assumed.
+Mushroom and Climate have no official test split and the authors give none: like the
 scikit-feature sets they take a stratified 1/3 test holdout drawn with `data.split_seed`
 (`methods/data/splits.py`).
 """
@@ -41,7 +42,7 @@ def _text_file(filename: str, sha256: str) -> RemoteFile:
     return RemoteFile(filename, sha256_raw=sha256, compressed=False)
 
 
-# sha256 of the files: shared/datasets/README.md ("Checksums").
+# sha256 of the files as published at UCI_URL and LIBSVM_MULTICLASS_URL.
 MUSHROOM = FileSource(
     folder="uci/mushroom",
     urls=(UCI_URL + "mushroom/",),
