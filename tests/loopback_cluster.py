@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from sparsebench.workflows import tracking
+from sparsebench.workflows import failpoints, tracking
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -86,7 +86,12 @@ class LoopbackCluster:
         self.base = base
         self.home = base / "home"
         self.home.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "HOME": str(self.home), "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+        # The environment the README tells a user to have: the suite's own interpreter (and its console scripts,
+        # `ray` and `sparsebench`) first on PATH, as in an activated virtual environment. Ray's job supervisor and
+        # worker processes inherit it from `ray start`; without it a job's `python` may be another interpreter.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "PATH": path, "HOME": str(self.home), "RAY_AUTH_MODE": "token",
+                    "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
         self.gcs, self.dash_port, self.mlflow_port = free_port(), free_port(), free_port()
         self.workers: dict[str, Path] = {}   # node id -> its --temp-dir
@@ -258,3 +263,38 @@ class LoopbackCluster:
         out = self.log(name)
         assert driver.returncode == 0, f"the driver exited {driver.returncode}:\n{out[-4000:]}"
         return out
+
+
+class Holds:
+    """A test's side of workflows/failpoints.py: arm a study's trials to hold after `epoch`, see which are held
+    and which checkpoints the driver registered, release them."""
+
+    def __init__(self, folder: Path, epoch: int):
+        self.folder, self.epoch = folder, epoch
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict:
+        return {failpoints.DIR_VAR: str(self.folder), failpoints.EPOCH_VAR: str(self.epoch)}
+
+    def _marks(self, suffix: str) -> dict[str, int]:
+        return {p.name.removesuffix(suffix): int(p.read_text()) for p in self.folder.glob(f"*{suffix}")}
+
+    def held(self) -> set[str]:
+        """Trials held now (marked held, not yet released)."""
+        released = {p.name.removesuffix(".release") for p in self.folder.glob("*.release")}
+        return set() if "all" in released else set(self._marks(".held")) - released
+
+    def saved(self) -> dict[str, int]:
+        """Trial id -> epoch of the latest checkpoint the driver registered."""
+        return self._marks(".saved")
+
+    def ready(self, count: int):
+        """The held trials whose hold-point checkpoint the driver registered, when there are `count`."""
+        saved = self.saved()
+        ready = {t for t in self.held() if saved.get(t) == self.epoch}
+        return ready if len(ready) >= count else None
+
+    def release(self, *trials: str) -> None:
+        for t in trials or ("all",):
+            (self.folder / f"{t}.release").touch()

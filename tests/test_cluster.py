@@ -5,6 +5,11 @@ First the README's `ray job submit --working-dir .` of a search. Then every stud
 process connected with RAY_ADDRESS, and each test injects one fault for real (SIGKILL of a trial's worker process,
 of the driver, of a whole node; a server restart; a NaN loss; 32 trials logging at once) and then counts what
 MLflow holds: every epoch exactly once, in the run the trial started, and nothing left RUNNING.
+
+Each fault is injected at a point the test controls, never by racing the clock (issue 21): the trials hold after a
+chosen epoch (workflows/failpoints.py, tests/loopback_cluster.Holds) until the test has seen that epoch's checkpoint
+registered by the driver and, where it matters, logged in MLflow; then the fault, then the release. Timeouts only
+bound how long a broken product is waited for.
 """
 from __future__ import annotations
 
@@ -22,11 +27,11 @@ import torch
 from sparsebench.workflows import tracking
 from sparsebench.workflows.trainable import HISTORY_KEY, STATE_FILE
 
-from .loopback_cluster import RAY, REPO, LoopbackCluster, alive, trial_workers
+from .loopback_cluster import RAY, REPO, Holds, LoopbackCluster, alive, trial_workers
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-# About 0.25 s per epoch on one core: long enough to inject a fault mid-trial, short enough for CI.
+# About 0.25 s per epoch on one core. The faults do not depend on it (the trials hold where the fault goes).
 SLOW_SPACE = """method: dense
 fixed:
   model.hidden: [512, 512]
@@ -104,7 +109,7 @@ def test_job_submit_logs_every_trial_to_the_server_and_results_to_the_storage(cl
     assert (cluster.home / ".ray" / "auth_token").is_file()         # token auth on, with the token made for it
     before = {p.name for p in REPO.iterdir()}
     cmd = [RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", ".", "--",
-           "python", "-m", "sparsebench.workflows", "search", "--methods", "dense", "--num-samples", "2", "--epochs", "2",
+           "sparsebench", "search", "--methods", "dense", "--num-samples", "2", "--epochs", "2",
            "--tracking-uri", cluster.mlflow, "--storage", str(storage)]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "succeeded" in p.stdout + p.stderr, (p.stdout[-4000:], p.stderr[-4000:])
@@ -126,67 +131,68 @@ def test_job_submit_logs_every_trial_to_the_server_and_results_to_the_storage(cl
     assert not list(pkg.rglob("*.pt")) and not list(pkg.rglob("__pycache__"))
 
 
-def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_ends_as_if_never_killed(cluster):
-    # A checkpoint about every 4 epochs (workflows/checkpointing.py), so the retry trains the epochs after its
-    # checkpoint a second time; they must still be logged once and give the same metrics. 40 epochs (~10 s): MLflow
-    # shows an epoch about 2 s after it was trained (results buffered 1 s, writes batched 1 s).
-    epochs, exp, cadence = 40, "faults/kill-worker", ["--checkpoint-seconds", "1"]
-    driver = cluster.search(*study_args(cluster, SLOW_SPACE, exp, 1, epochs, *cadence), name="kill-worker")
-    # The kill comes two logged epochs after the first checkpoint appeared in the storage: results reach the
-    # driver in order, so by then Tune has registered that checkpoint and the retry must not start from scratch.
-    checkpoints = lambda: sorted((cluster.base / "results").glob("dense-digits-*/*/checkpoint_*"))  # noqa: E731
-    cluster.wait_for(checkpoints, "the trial's first checkpoint", driver=driver, name="kill-worker")
-    (run,) = cluster.trial_runs(exp)
-    seen = (cluster.epochs(run.info.run_id) or [0])[-1]
-    cluster.wait_for(lambda: logged_past(cluster, exp, seen + 2), f"epoch {seen + 2}", driver=driver, name="kill-worker")
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_ends_as_if_never_killed(cluster, tmp_path):
+    # The trial holds after epoch 10, checkpointed there; the kill comes once the driver registered that checkpoint
+    # and MLflow shows the epoch, so the retry must resume at epoch 11 and train nothing twice.
+    epochs, at, exp = 40, 10, "faults/kill-worker"
+    holds = Holds(tmp_path / "holds", epoch=at)
+    driver = cluster.search(*study_args(cluster, SLOW_SPACE, exp, 1, epochs), name="kill-worker", env=holds.env)
+    (tid,) = cluster.wait_for(lambda: holds.ready(1), f"the trial held at epoch {at}", driver=driver, name="kill-worker")
+    (run,) = cluster.wait_for(lambda: logged_past(cluster, exp, at), f"epoch {at} in MLflow", driver=driver,
+                              name="kill-worker")
+    assert cluster.epochs(run.info.run_id) == list(range(1, at + 1))      # held: nothing after the hold point
     (pid,) = trial_workers()
     os.kill(pid, signal.SIGKILL)
-    killed_at = cluster.epochs(run.info.run_id)[-1]
-    assert killed_at < epochs                      # the kill landed mid-training
+    holds.release()
     cluster.finish(driver, "kill-worker")
     assert not alive(pid)
     (after,) = assert_complete(cluster, exp, 1, epochs)
     assert after.info.run_id == run.info.run_id    # the retry continued the same MLflow run
+    assert after.data.tags[tracking.TAG_TRIAL] == tid
     # MLflow cannot tell a resume from a restart (the callback skips epochs logged already), so Tune's own record
     # is read: an error file for the failure, and the result log. The retry's first report carries the history it
-    # restored (workflows/trainable.HISTORY_KEY), so the checkpoint it resumed from is known exactly. The kill may
-    # come after a report reached the driver but before Tune's result log wrote it (that epoch is missing from the
-    # log; MLflow holds it, which assert_complete checked). A retry from scratch would restore nothing.
+    # restored (workflows/trainable.HISTORY_KEY): exactly the epochs up to the hold point. A retry from scratch
+    # would restore nothing and report epoch 1 again.
     trial_dirs = [d for d in (cluster.base / "results").glob("dense-digits-*/*") if d.is_dir()]
     assert len(trial_dirs) == 1 and any(trial_dirs[0].glob("error*")), list(trial_dirs[0].iterdir())
     results = [json.loads(line) for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
-    reported = [r["epoch"] for r in results]
+    assert [r["epoch"] for r in results] == list(range(1, epochs + 1))   # each epoch trained and reported once
     (resumed,) = [r for r in results if HISTORY_KEY in r]
-    restored_epochs = [m["epoch"] for m in json.loads(resumed[HISTORY_KEY])]
-    assert restored_epochs == list(range(1, len(restored_epochs) + 1)) and restored_epochs, restored_epochs
-    assert resumed["epoch"] == len(restored_epochs) + 1, (resumed["epoch"], restored_epochs)
-    i = results.index(resumed)    # before it, the first attempt from epoch 1; from it on, the retry to the end
-    assert reported[:i] == list(range(1, i + 1)), reported
-    assert reported[i:] == list(range(len(restored_epochs) + 1, epochs + 1)), reported
+    assert resumed["epoch"] == at + 1
+    assert [m["epoch"] for m in json.loads(resumed[HISTORY_KEY])] == list(range(1, at + 1))
     # The finished trial's last checkpoint holds its final epoch (taken whatever the cadence).
-    final = torch.load(checkpoints()[-1] / STATE_FILE, map_location="cpu", weights_only=False)
+    checkpoints = sorted((cluster.base / "results").glob("dense-digits-*/*/checkpoint_*"))
+    final = torch.load(checkpoints[-1] / STATE_FILE, map_location="cpu", weights_only=False)
     assert final["epoch"] == epochs
 
     # The same study, never interrupted: the same config (same Optuna seed) gives bit-identical metrics.
-    ref = cluster.search(*study_args(cluster, SLOW_SPACE, "faults/uninterrupted", 1, epochs, *cadence), name="uninterrupted")
+    ref = cluster.search(*study_args(cluster, SLOW_SPACE, "faults/uninterrupted", 1, epochs), name="uninterrupted")
     cluster.finish(ref, "uninterrupted")
     (clean,) = assert_complete(cluster, "faults/uninterrupted", 1, epochs)
     assert clean.data.tags["config_hash"] == after.data.tags["config_hash"]
     assert histories(cluster, clean.info.run_id) == histories(cluster, after.info.run_id)
 
 
-def test_a_killed_driver_is_restored_by_rerunning_the_command_without_rerunning_finished_trials(cluster):
+def test_a_killed_driver_is_restored_by_rerunning_the_command_without_rerunning_finished_trials(cluster, tmp_path):
+    # Two trials run at a time (two one-CPU workers). Every trial holds after epoch 2: the first two are released
+    # and finish; the driver is killed while the other two are held, checkpointed at epoch 2.
     samples, epochs, exp = 4, 8, "faults/kill-driver"
+    holds = Holds(tmp_path / "holds", epoch=2)
     args = study_args(cluster, SLOW_SPACE, exp, samples, epochs)
-    driver = cluster.search(*args, name="kill-driver")
+    driver = cluster.search(*args, name="kill-driver", env=holds.env)
+    first = cluster.wait_for(lambda: holds.ready(2), "the first two trials held", driver=driver, name="kill-driver")
+    holds.release(*first)
+    busy_ids = cluster.wait_for(lambda: holds.ready(2), "the last two trials held", driver=driver, name="kill-driver")
+    assert not busy_ids & first
 
-    def some_done_some_running():
-        runs = cluster.trial_runs(exp)
-        done = [r for r in runs if r.info.status == "FINISHED"]
-        busy = [r for r in runs if r.info.status == "RUNNING" and (cluster.epochs(r.info.run_id) or [0])[-1] >= 2]
-        return (done, busy) if done and busy else None
+    def finished_and_held():
+        runs = {r.data.tags[tracking.TAG_TRIAL]: r for r in cluster.trial_runs(exp)}
+        done = [runs[t] for t in first if t in runs and runs[t].info.status == "FINISHED"]
+        busy = [runs[t] for t in busy_ids if t in runs and cluster.epochs(runs[t].info.run_id) == [1, 2]]
+        return (done, busy) if len(done) == 2 and len(busy) == 2 else None
 
-    done, busy = cluster.wait_for(some_done_some_running, "a finished and a running trial", driver=driver, name="kill-driver")
+    done, busy = cluster.wait_for(finished_and_held, "two finished and two held trials in MLflow", driver=driver,
+                                  name="kill-driver")
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     c = cluster.client()
@@ -196,7 +202,8 @@ def test_a_killed_driver_is_restored_by_rerunning_the_command_without_rerunning_
 
     before = {r.info.run_id: stamps(r.info.run_id) for r in done}
     finished_ids = {r.data.tags[tracking.TAG_TRIAL] for r in done}
-    time.sleep(2)  # Ray ends the dead driver's trial actors
+    # Ray ends the dead driver's trial actors (the held ones among them) before the rerun can use their CPUs.
+    cluster.wait_for(lambda: not trial_workers(), "the dead driver's trials to end", timeout=120)
 
     out = cluster.finish(cluster.search(*args, name="kill-driver-rerun"), "kill-driver-rerun")
     assert "restoring study" in out
@@ -233,21 +240,33 @@ def test_a_diverging_trial_ends_as_diverged_with_its_metrics_and_the_study_goes_
     assert out.count(" diverged ") == len(diverged)
 
 
-def test_a_tracking_server_restart_mid_study_loses_nothing(cluster):
-    samples, epochs, exp = 2, 24, "faults/server-restart"   # ~6 s: the server goes while both still train
+def test_a_tracking_server_restart_mid_study_loses_nothing(cluster, tmp_path):
+    # Both trials hold after epoch 3; the server stops; they are released and the test waits until Tune's result
+    # logs show three more epochs each, trained and processed by the driver while the server was down; then the
+    # server comes back and everything must reach it, once.
+    samples, epochs, at, exp = 2, 24, 3, "faults/server-restart"
+    holds = Holds(tmp_path / "holds", epoch=at)
     # MLflow's back-off doubles from 1 s instead of 2 s (7 retries still wait > 2 min): a shorter test, same path.
     driver = cluster.search(*study_args(cluster, SLOW_SPACE, exp, samples, epochs), name="server-restart",
-                            env={"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
-    cluster.wait_for(lambda: logged_past(cluster, exp, 2), "epoch 2", driver=driver, name="server-restart")
+                            env={"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", **holds.env})
+    cluster.wait_for(lambda: holds.ready(2), f"both trials held at epoch {at}", driver=driver, name="server-restart")
+    cluster.wait_for(lambda: logged_past(cluster, exp, at, count=2), f"epoch {at} of both in MLflow", driver=driver,
+                     name="server-restart")
     cluster.stop_server()
-    stopped = time.time()
-    time.sleep(4)                                  # trials go on; the driver's logging retries meanwhile
+    holds.release()
+
+    def reported() -> list[int]:
+        logs = sorted((cluster.base / "results").glob("dense-digits-*/*/result.json"))
+        logs = [p for p in logs if any(t in p.parent.name for t in holds.saved())]
+        return [len(p.read_text().splitlines()) for p in logs]
+
+    down = cluster.wait_for(lambda: (lambda n: n if len(n) == 2 and min(n) >= at + 3 else None)(reported()),
+                            f"epoch {at + 3} of both trials while the server is down", driver=driver,
+                            name="server-restart")
     cluster.start_server()
-    down = time.time() - stopped
     cluster.finish(driver, "server-restart")
     runs = assert_complete(cluster, exp, samples, epochs)
-    # Both trials were mid-training while the server was down (else nothing was tested).
-    assert all(r.info.end_time / 1000 > stopped + down for r in runs)
+    assert len(runs) == 2 and min(down) >= at + 3
     assert "database is locked" not in cluster.server_log()
 
 
@@ -285,17 +304,21 @@ def test_32_concurrent_trials_logging_every_epoch_lose_nothing(cluster):
           f"peak concurrent runs {peak}, wall {wall:.1f} s")
 
 
-def test_a_removed_worker_node_moves_its_trial_to_the_remaining_node(cluster):
-    samples, epochs, exp = 2, 40, "faults/node-removed"   # ~10 s: the node goes while both still train
-    driver = cluster.search(*study_args(cluster, SLOW_SPACE, exp, samples, epochs), name="node-removed")
-    runs = cluster.wait_for(lambda: logged_past(cluster, exp, 3, count=2), "both trials at epoch 3", driver=driver,
-                            name="node-removed")
+def test_a_removed_worker_node_moves_its_trial_to_the_remaining_node(cluster, tmp_path):
+    # Both trials hold after epoch 3 (one per node); the node of one is removed while they are held.
+    samples, epochs, at, exp = 2, 40, 3, "faults/node-removed"
+    holds = Holds(tmp_path / "holds", epoch=at)
+    driver = cluster.search(*study_args(cluster, SLOW_SPACE, exp, samples, epochs), name="node-removed", env=holds.env)
+    cluster.wait_for(lambda: holds.ready(2), f"both trials held at epoch {at}", driver=driver, name="node-removed")
+    runs = cluster.wait_for(lambda: logged_past(cluster, exp, at, count=2), f"both trials at epoch {at}",
+                            driver=driver, name="node-removed")
     nodes = {r.info.run_id: cluster.client().get_run(r.info.run_id).data.tags["trial.node_id"] for r in runs}
     assert set(nodes.values()) == set(cluster.workers)   # one trial per worker node (one CPU each)
     victim_run, victim_node = next(iter(nodes.items()))
     survivor = next(n for n in cluster.workers if n != victim_node)
     try:
         cluster.remove_worker(victim_node)
+        holds.release()
         cluster.finish(driver, "node-removed", timeout=400)
         assert_complete(cluster, exp, samples, epochs)
         moved = cluster.client().get_run(victim_run).data.tags["trial.node_id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import sparsebench.workflows.trainable as trainable_module
+from sparsebench.workflows import failpoints
 from sparsebench.methods import RunConfig, Trainer
 from sparsebench.workflows.trainable import HISTORY_KEY, STATE_FILE, trainable
 
@@ -24,6 +26,7 @@ class FakeTune:
     def __init__(self, restore_from: Path | None = None):
         self.restore_from, self.reports = restore_from, []
         self.Checkpoint = SimpleNamespace(from_directory=lambda d: Path(d))
+        self.get_context = lambda: SimpleNamespace(get_trial_id=lambda: "abc_00000")
 
     def get_checkpoint(self):
         if self.restore_from is None:
@@ -82,3 +85,29 @@ def test_a_trial_restored_at_its_final_checkpoint_trains_nothing_and_reports_its
     assert held is None and metrics["epoch"] == 3
     assert metrics["seconds"] == tr.history[-1]["seconds"]    # the saved epoch, not a new one
     assert [m["epoch"] for m in json.loads(metrics[HISTORY_KEY])] == [1, 2, 3]
+
+
+def test_an_armed_hold_point_checkpoints_its_epoch_and_waits_for_the_release_once(monkeypatch, tmp_path, fake_ray, digits):
+    """workflows/failpoints.py: the trial reports epoch 2 with a checkpoint, marks itself held and trains nothing
+    more until the test releases it; a second attempt of the same trial does not hold again."""
+    monkeypatch.setenv(failpoints.DIR_VAR, str(tmp_path))
+    monkeypatch.setenv(failpoints.EPOCH_VAR, "2")
+    fake = FakeTune()
+    monkeypatch.setattr(trainable_module, "tune", fake)
+    worker = threading.Thread(target=trainable, args=(dict(CONFIG),), kwargs={"checkpoint_seconds": 1e9}, daemon=True)
+    worker.start()
+    held = tmp_path / "abc_00000.held"
+    for _ in range(6000):                         # until the trial says it is held (60 s at most: a hung trial)
+        if held.exists() or not worker.is_alive():
+            break
+        worker.join(0.01)
+    assert held.read_text() == "2"
+    assert [(m["epoch"], ckpt) for m, ckpt in fake.reports] == [(1, None), (2, 2)]   # the hold epoch is checkpointed
+    assert worker.is_alive()                      # and it waits: nothing but the release lets it go on
+    (tmp_path / "abc_00000.release").touch()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert [(m["epoch"], ckpt) for m, ckpt in fake.reports] == [(1, None), (2, 2), (3, 3)]
+    (tmp_path / "abc_00000.release").unlink()
+    fake = run(monkeypatch, tmp_path, checkpoint_seconds=1e9)    # held once already: runs through
+    assert [(m["epoch"], ckpt) for m, ckpt in fake.reports] == [(1, None), (2, None), (3, 3)]

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sparsebench.methods import ConfigError, RunConfig, list_datasets
 from sparsebench.methods.core.registry import UnknownMethodError, get_method
+from .yaml_input import YamlInputError, read_yaml
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 
@@ -162,11 +161,9 @@ def load_paper(name_or_path: str | Path, folder: Path = PAPERS_DIR) -> Paper:
         if not path.is_file():
             raise ProtocolError(f"unknown paper {name_or_path!r}; available: {', '.join(list_papers(folder)) or 'none'}")
     try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ProtocolError(f"{path}: cannot read it ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise ProtocolError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        doc = read_yaml(path)
+    except YamlInputError as e:
+        raise ProtocolError(f"{path}: {e}") from None
     return _paper(doc, path)
 
 

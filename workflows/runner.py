@@ -22,7 +22,7 @@ from typing import Any, Callable
 import ray
 from ray import tune
 
-from . import tracking
+from . import failpoints, tracking
 from .checkpointing import CHECKPOINT_SECONDS
 from .errors import ResourceError, SearchInterrupted  # noqa: F401  (re-exported for the commands)
 from .trainable import run_config_from, trainable
@@ -104,7 +104,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     # Methods kept outside the package (methods/families/__init__.py) must be discovered in every worker too.
-    env = {k: os.environ[k] for k in ("SPARSEBENCH_METHOD_PATH",) if os.environ.get(k)}
+    # So must a fault test's hold points (workflows/failpoints.py).
+    env = {k: os.environ[k] for k in ("SPARSEBENCH_METHOD_PATH", *failpoints.ENV_VARS) if os.environ.get(k)}
     runtime_env = {"env_vars": env} if env else None
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, runtime_env=runtime_env)
@@ -162,7 +163,7 @@ def fit(name: str, s: RunnerSettings, decode: Callable[[dict], dict], callback, 
         tune_config=tune.TuneConfig(max_concurrent_trials=s.max_concurrent or None, reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"{t.trial_id}_{run_config_from(decode(t.config)).hash()}",
                                     **tune_config),
-        run_config=tune.RunConfig(name=name, storage_path=s.storage_path, callbacks=[callback, *result_loggers()],
+        run_config=tune.RunConfig(name=name, storage_path=s.storage_path, callbacks=[callback, *result_loggers(), *failpoints.callbacks()],
                                   verbose=0, checkpoint_config=CHECKPOINTS,
                                   failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)),
     ).fit()

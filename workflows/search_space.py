@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import sparsebench.search_spaces as search_spaces
 
 from sparsebench.methods.core.config import ConfigError, RunConfig
 from sparsebench.methods.core.registry import get_method
+from .yaml_input import YamlInputError, read_yaml
 
 SEARCH_SPACE_DIR = Path(search_spaces.__file__).resolve().parent
 COMMAND_LINE_KEYS = ("method", "data.dataset", "train.epochs", "train.seed")
@@ -125,13 +124,9 @@ def load_search_space(method: str, path: str | Path | None = None) -> SearchSpac
     if not path.is_file():
         raise SearchSpaceError(f"{where}: search space file not found")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise SearchSpaceError(f"{where}: not a text file (not UTF-8)") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SearchSpaceError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+        doc = read_yaml(path)
+    except YamlInputError as e:
+        raise SearchSpaceError(f"{where}: {e}") from None
     return parse_search_space(doc, method, where)
 
 

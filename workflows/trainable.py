@@ -19,6 +19,7 @@ from ray import tune
 
 from sparsebench.methods import RunConfig, Trainer
 
+from . import failpoints
 from .checkpointing import CHECKPOINT_SECONDS, CheckpointCadence
 from .hardware import hardware
 
@@ -56,14 +57,19 @@ def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = C
 
     cadence = CheckpointCadence(checkpoint_seconds)
 
+    trial_id = tune.get_context().get_trial_id()
+
     def report(metrics: dict[str, float], tr: Trainer) -> None:
         result = {**metrics, **info, **({HISTORY_KEY: restored.pop()} if restored else {})}
-        if not cadence.due(final=tr.finished):
+        hold = failpoints.due(trial_id, metrics["epoch"])   # a fault test's hold point (workflows/failpoints.py)
+        if not (cadence.due(final=tr.finished) or hold):
             tune.report(result)
             return
         with tempfile.TemporaryDirectory() as d:
             tr.save(Path(d) / STATE_FILE)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+        if hold:
+            failpoints.wait(trial_id, metrics["epoch"])
 
     if checkpoint is not None and trainer.finished:
         # Restored from its final checkpoint: the driver died after the trial's last epoch but before Tune recorded
