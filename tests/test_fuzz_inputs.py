@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sparsebench.workflows import cli, reproduce, search
@@ -115,13 +115,13 @@ VALID_SPACE = (REPO / "search_spaces" / "dense.yaml").read_bytes()
 @FUZZ
 @given(doc=search_docs)
 def test_a_generated_search_space_is_accepted_or_refused_in_one_line(stopped, doc):
-    outcome(search_argv, {"space.yaml": dump(doc)})
+    event(outcome(search_argv, {"space.yaml": dump(doc)}))
 
 
 @FUZZ
 @given(data=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_search_space_bytes_are_accepted_or_refused_in_one_line(stopped, data):
-    outcome(search_argv, {"space.yaml": data})
+    event(outcome(search_argv, {"space.yaml": data}))
 
 
 @FUZZ
@@ -130,7 +130,7 @@ def test_search_space_bytes_are_accepted_or_refused_in_one_line(stopped, data):
                                b"!!python/object:os.system ", b"\nmethod: dense\n", b"  train.lr: 1\n"]))
 def test_a_mutated_search_space_file_is_accepted_or_refused_in_one_line(stopped, cut, length, insert):
     """Textual damage to the shipped file: cut bytes out, put syntax in (duplicate keys, tabs, tags, aliases)."""
-    outcome(search_argv, {"space.yaml": VALID_SPACE[:cut] + insert + VALID_SPACE[cut + length:]})
+    event(outcome(search_argv, {"space.yaml": VALID_SPACE[:cut] + insert + VALID_SPACE[cut + length:]}))
 
 
 # ------------------------------------------------------------------ protocol YAML
@@ -162,7 +162,7 @@ VALID_PROTOCOL = (REPO / "workflows" / "papers" / "baselines.yaml").read_bytes()
 @FUZZ
 @given(doc=protocol_docs)
 def test_a_generated_protocol_is_accepted_or_refused_in_one_line(stopped, doc):
-    outcome(reproduce_argv, {"paper.yaml": dump(doc)})
+    event(outcome(reproduce_argv, {"paper.yaml": dump(doc)}))
 
 
 @FUZZ
@@ -173,7 +173,7 @@ def test_a_mutated_protocol_file_is_accepted_or_refused_in_one_line(stopped, cut
     """The shipped baselines protocol with textual damage; only its digits experiment can be accepted (the others
     need data that is not here: their refusal names the missing file)."""
     doc = VALID_PROTOCOL[:cut] + insert + VALID_PROTOCOL[cut + length:]
-    outcome(lambda f: [*reproduce_argv(f, "baselines.yaml"), "--experiment", "dense_digits"], {"baselines.yaml": doc})
+    event(outcome(lambda f: [*reproduce_argv(f, "baselines.yaml"), "--experiment", "dense_digits"], {"baselines.yaml": doc}))
 
 
 # ------------------------------------------------------------------ flags
@@ -196,7 +196,7 @@ def test_generated_search_flags_are_accepted_or_refused_in_one_line(stopped, fla
         return ["search", *pairs, "--storage", str(folder / "results"), "--tracking-uri",
                 f"sqlite:///{folder / 'mlflow.db'}"]
 
-    outcome(argv)
+    event(outcome(argv))
 
 
 def test_the_fuzzers_reach_both_outcomes(stopped):

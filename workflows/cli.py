@@ -6,8 +6,10 @@ Bad input (unknown method or dataset, malformed search space, impossible values)
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -285,6 +287,8 @@ def cmd_server(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr, the process runs on
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         check_discovery()  # a broken $SPARSEBENCH_METHOD_PATH file: one line, before anything else
         args = build_parser().parse_args(argv)
