@@ -190,8 +190,9 @@ class LpSGD(torch.optim.Optimizer):
         torch._foreach_clamp_min_(m, tiny)           # any m > 0 gives the same norm; a zero row stays 0
         lm = torch._foreach_log(m)
         torch._foreach_log_(s2)
+        torch._foreach_mul_(lm, [-q for q in qs])
         for x, l, q in zip(s2, lm, qs):              # q (log|d| - log m), one pass
-            torch.add(l.mul_(-q), x, alpha=q, out=x)
+            torch.add(l, x, alpha=q, out=x)
         torch._foreach_clamp_min_(s2, floor_exp)
         torch._foreach_exp_(s2)
         s = [x.sum(1, keepdim=True) for x in s2]
@@ -199,15 +200,12 @@ class LpSGD(torch.optim.Optimizer):
         torch._foreach_clamp_min_(nd, EPS)
         # v <- (1 - eta) v - eta d / ||d||: with 0 < eta < 1 as v/(1 - eta) - eta/(1 - eta) d/||d|| (one pass), whose
         # normalised value is the same; its norm is 1/(1 - eta) times the true one, so the eps floor scales alike.
-        floors = []
-        for v, d, n, eta in zip(vs, d2, nd, etas):
-            k = 1.0 - eta
-            if k > 0:
-                v.addcmul_(d, n.reciprocal_().mul_(-eta / k))
-                floors.append(EPS / k)
-            else:
-                v.mul_(k).addcmul_(d, n.reciprocal_().mul_(-eta))
-                floors.append(EPS)
+        ks = [1.0 - eta for eta in etas]
+        torch._foreach_reciprocal_(nd)
+        torch._foreach_mul_(nd, [-eta / k if k > 0 else -eta for eta, k in zip(etas, ks)])
+        for v, d, n, k in zip(vs, d2, nd, ks):
+            (v if k > 0 else v.mul_(k)).addcmul_(d, n)
+        floors = [EPS / k if k > 0 else EPS for k in ks]
         # U (s1) and ||v_r||_q; d is no longer needed, so s1 may hold U.
         for v, x in zip(vs, s2):
             torch.abs(v, out=x)
@@ -216,8 +214,9 @@ class LpSGD(torch.optim.Optimizer):
         lm = torch._foreach_log(m)
         for x, u in zip(s2, s1):
             torch.log(x, out=u)
+        torch._foreach_mul_(lm, [-e for e in es])
         for u, l, e in zip(s1, lm, es):              # (log|v| - log m) / (p - 1), one pass
-            torch.add(l.mul_(-e), u, alpha=e, out=u)
+            torch.add(l, u, alpha=e, out=u)
         torch._foreach_clamp_min_(s1, floor_exp)
         torch._foreach_exp_(s1)
         for u in s1:
@@ -225,8 +224,7 @@ class LpSGD(torch.optim.Optimizer):
         s = [torch.linalg.vecdot(x, u).unsqueeze_(1) for x, u in zip(s2, s1)]   # m sum (|v|/m)^q
         torch._foreach_div_(s, m)
         nv = torch._foreach_mul(torch._foreach_pow(s, [1.0 / q for q in qs]), m)
-        for n, f in zip(nv, floors):
-            n.clamp_min_(f)
+        torch._foreach_clamp_min_(nv, floors)
         # W = sign(v) U (m / ||v||)^(1/(p-1)); v <- v / ||v|| (kept normalised in the state).
         c = torch._foreach_pow(torch._foreach_div(m, nv), es)
         for p2, u, y, v in zip(ps, s1, c, vs):
