@@ -177,3 +177,20 @@ def test_weights_below_the_smallest_normal_float_become_exact_zeros():
 
 def exact_norm_p(w: torch.Tensor, p: float) -> torch.Tensor:
     return w.double().reshape(w.shape[0], -1).abs().pow(p).sum(1).pow(1 / p)
+
+
+def test_constrained_tensors_of_different_dtypes_in_one_step():
+    """float32 and float64 tensors together: each gets its own dtype's limits and equals the reference."""
+    out = []
+    for step in (LpSGD.step, reference_step):
+        torch.manual_seed(3)
+        a = torch.nn.Parameter(torch.randn(4, 6))
+        b = torch.nn.Parameter(torch.randn(3, 5, dtype=torch.float64))
+        opt = LpSGD([{"params": [a], "lp": 1.07}, {"params": [b], "lp": 1.3}], lr=0.05)
+        for i in range(4):
+            a.grad = torch.sin(torch.arange(24.0) + i).view(4, 6)
+            b.grad = torch.cos(torch.arange(15.0, dtype=torch.float64) + i).view(3, 5)
+            step(opt)
+        out.append((a.detach().clone(), b.detach().clone()))
+    (a1, b1), (a2, b2) = out
+    assert (a1 - a2).abs().max() < 1e-5 and (b1 - b2).abs().max() < 1e-12

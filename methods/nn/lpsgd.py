@@ -164,9 +164,9 @@ class LpSGD(torch.optim.Optimizer):
         0 rather than as a subnormal number."""
         qs = [lp / (lp - 1.0) for lp in lps]
         es = [1.0 / (lp - 1.0) for lp in lps]
-        tiny = torch.finfo(params[0].dtype).tiny
-        floor_exp = math.log(tiny) + 0.5
-        zero_below = math.exp(floor_exp) * 1.01
+        tiny = [torch.finfo(p.dtype).tiny for p in params]            # per tensor: dtypes may differ
+        floor_exp = [math.log(t) + 0.5 for t in tiny]
+        zero_below = [math.exp(f) * 1.01 for f in floor_exp]
         # Row views. A parameter is written through its view, or through a copy where it is not contiguous
         # (channels_last); the state v is kept contiguous.
         ps = [p.view(p.shape[0], -1) if p.is_contiguous() else p.reshape(p.shape[0], -1).clone() for p in params]
@@ -219,8 +219,8 @@ class LpSGD(torch.optim.Optimizer):
             torch.add(l, u, alpha=e, out=u)
         torch._foreach_clamp_min_(s1, floor_exp)
         torch._foreach_exp_(s1)
-        for u in s1:
-            F.threshold_(u, zero_below, 0.0)
+        for u, z in zip(s1, zero_below):
+            F.threshold_(u, z, 0.0)
         s = [torch.linalg.vecdot(x, u).unsqueeze_(1) for x, u in zip(s2, s1)]   # m sum (|v|/m)^q
         torch._foreach_div_(s, m)
         nv = torch._foreach_mul(torch._foreach_pow(s, [1.0 / q for q in qs]), m)
