@@ -113,7 +113,7 @@ class LpSGD(torch.optim.Optimizer):
         large tensor costs about one more pass over it (page faults) on CPU. Not optimizer state: checkpoints
         do not carry them."""
         work = self.__dict__.setdefault("_scratch", {})
-        shape = (p.shape[0], p[0].numel())
+        shape = (p.shape[0], p.numel() // max(p.shape[0], 1))
         w = work.get(p)
         if w is None or w[0].shape != shape or w[0].dtype != p.dtype or w[0].device != p.device:
             w = work[p] = (p.new_empty(shape), p.new_empty(shape))
@@ -179,7 +179,7 @@ class LpSGD(torch.optim.Optimizer):
             if not v.is_contiguous():
                 v = st["v"] = v.contiguous()
             vs.append(v.view(p2.shape))
-            a, b = self._work(p)
+            a, b = self._scratch[p]                                # made by step()
             s1.append(a)
             s2.append(b)
         d2 = [d.reshape(p2.shape) for d, p2 in zip(ds, ps)]
