@@ -9,7 +9,7 @@ median epoch time and the ratio to dense's median are printed.
     python benchmarks/method_epoch_time.py                      # 784-1000-1000-10, 10 000 samples
     python benchmarks/method_epoch_time.py --methods dense,set --hidden 1000,1000,1000 --threads 1
     python benchmarks/method_epoch_time.py --methods dense,spectral --hidden 100 --batch-size 200   # Paper C shape
-    python benchmarks/method_epoch_time.py --methods spectral_sparse,dense_sparse --hidden 500,500 --batch-size 200 [--kth torch]
+    python benchmarks/method_epoch_time.py --methods spectral_sparse,dense_sparse --hidden 500,500 --batch-size 200 [--kth torch|none]
 """
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--epsilon", type=float, default=20.0)
-    p.add_argument("--kth", choices=("auto", "torch"), default="auto",
-                   help="dynamic sparsification's selection: auto (numpy on CPU) or torch.kthvalue everywhere")
+    p.add_argument("--kth", choices=("auto", "torch", "none"), default="auto",
+                   help="dynamic sparsification's selection: auto (numpy on CPU), torch.kthvalue everywhere, or none "
+                        "(a fixed threshold, not the method: what the epoch costs without the selection)")
     a = p.parse_args(argv)
     methods = a.methods.split(",")
     for m in methods:
@@ -49,6 +50,9 @@ def main(argv=None) -> int:
     if a.kth == "torch":  # the reference the numpy selection is measured against (methods/nn/spectral_layers.py)
         import sparsebench.methods.nn.spectral_layers as sl
         sl.kth_smallest = lambda t, k: torch.kthvalue(t.reshape(-1), k).values
+    elif a.kth == "none":  # the selection's share of the epoch: the rest (W * mask, the QR product) stays
+        import sparsebench.methods.nn.spectral_layers as sl
+        sl.kth_smallest = lambda t, k: t.reshape(-1)[0]
     hidden = [int(h) for h in a.hidden.split(",")]
 
     g = torch.Generator().manual_seed(0)
