@@ -252,8 +252,8 @@ class LoopbackCluster:
             if driver is not None and driver.poll() is not None:
                 raise AssertionError(f"the driver exited ({driver.returncode}) before {what}:\n{self.log(name)[-4000:]}")
             time.sleep(0.2)
-        if driver is not None:  # the driver's threads, where it waits (workflows/cli.py registers SIGUSR1)
-            os.kill(driver.pid, signal.SIGUSR1)
+        if driver is not None:  # the driver's threads, where it waits (workflows/cli.py registers SIGUSR2)
+            os.kill(driver.pid, signal.SIGUSR2)
             time.sleep(2)
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f":\n{self.log(name)[-12000:]}" if name else ""))
 

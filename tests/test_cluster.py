@@ -240,37 +240,37 @@ def test_a_diverging_trial_ends_as_diverged_with_its_metrics_and_the_study_goes_
     assert out.count(" diverged ") == len(diverged)
 
 
-def test_a_tracking_server_restart_mid_study_loses_nothing(cluster, tmp_path):
-    # Both trials hold after epoch 3; the server stops; they are released and the test waits until Tune's result
-    # logs show three more epochs each, trained and processed by the driver while the server was down; then the
-    # server comes back and everything must reach it, once.
+def test_a_tracking_server_restart_mid_study_loses_nothing(cluster):
+    # The server stops once both trials have logged epoch 3 (a condition the test reads from MLflow); the test then
+    # waits until Tune's result logs show more epochs of both, trained and processed by the driver while the server
+    # was down (or the trial's last epoch, should a fast machine finish first); then the server comes back and
+    # everything must reach it, once. No hold point here: a trial blocked at its hold while the server is away was
+    # seen to end early under load (Tune executed a STOP queued behind its checkpoint; the trial's end then waits on
+    # the MLflow flush), which is a different fault from the one this test is about.
     samples, epochs, at, exp = 2, 24, 3, "faults/server-restart"
-    holds = Holds(tmp_path / "holds", epoch=at)
     # The product rides out an outage as long as the MLflow client's retries last (back-off doubling per retry,
     # capped at 120 s by urllib3). The test sets that window far beyond what the outage takes on a loaded machine
     # (10 retries from 1 s, MLflow's limit: about 8 minutes), so the outage's length is never a race; the default
     # (7 retries from 2 s) is in docs/cluster.md.
+    earlier = set((cluster.base / "results").glob("*/*/result.json"))   # other tests' studies share the storage
     driver = cluster.search(*study_args(cluster, SLOW_SPACE, exp, samples, epochs), name="server-restart",
-                            env={"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10",
-                                 **holds.env})
-    cluster.wait_for(lambda: holds.ready(2), f"both trials held at epoch {at}", driver=driver, name="server-restart")
+                            env={"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10"})
     cluster.wait_for(lambda: logged_past(cluster, exp, at, count=2), f"epoch {at} of both in MLflow", driver=driver,
-                     name="server-restart")
-    cluster.stop_server()
-    holds.release()
+                     name="server-restart", timeout=300)
 
     def reported() -> list[int]:
-        logs = sorted((cluster.base / "results").glob("dense-digits-*/*/result.json"))
-        logs = [p for p in logs if any(t in p.parent.name for t in holds.saved())]
+        logs = sorted(set((cluster.base / "results").glob("*/*/result.json")) - earlier)
         return [len(p.read_text().splitlines()) for p in logs]
 
-    down = cluster.wait_for(lambda: (lambda n: n if len(n) == 2 and min(n) >= at + 3 else None)(reported()),
-                            f"epoch {at + 3} of both trials while the server is down", driver=driver,
-                            name="server-restart")
+    cluster.stop_server()
+    at_stop = reported()
+    down = cluster.wait_for(
+        lambda: (lambda n: n if len(n) == 2 and all(b > a or b == epochs for a, b in zip(at_stop, n)) else None)(reported()),
+        "more epochs of both trials while the server is down", driver=driver, name="server-restart")
     cluster.start_server()
     cluster.finish(driver, "server-restart")
     runs = assert_complete(cluster, exp, samples, epochs)
-    assert len(runs) == 2 and min(down) >= at + 3
+    assert len(runs) == 2 and len(down) == 2
     assert "database is locked" not in cluster.server_log()
 
 
