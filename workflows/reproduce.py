@@ -25,6 +25,7 @@ from sparsebench.methods import ConfigError
 from sparsebench.methods.data import load_dataset
 
 from . import tracking
+from .budgets import label
 from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
 from .repro_table import RunRecord, render_table, reproduction_table
 from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, quiet,
@@ -293,7 +294,9 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
                 echo: bool = True) -> dict[str, Any]:
     """A search's final stage: each method's best configuration re-run over `seeds` seeds as final-stage runs, with
     the same kind of table as a reproduction (no published values). MLflow experiment reproduce/search-<dataset>."""
-    arms = {r["best_config"]["method"]: {k: v for k, v in r["best_config"].items() if k != "data.dataset"}
+    # One arm per (method, budget) cell of a budget search (workflows/budgets.py), per method otherwise.
+    arms = {(r["best_config"]["method"] if r.get("budget") is None else f"{r['best_config']['method']}_{label(r['budget'])}"):
+            {k: v for k, v in r["best_config"].items() if k != "data.dataset"}
             for r in results if r.get("best_config")}
     if not arms:
         raise ProtocolError("final stage: no finished trial to take a best configuration from")

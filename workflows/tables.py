@@ -2,7 +2,8 @@
 
 `runs_frame` has one row per trial run with fixed columns; `best_table` keeps, per (experiment, method,
 dataset), the trial with the best validation accuracy and reports ITS test accuracy: choosing by test
-accuracy would overstate every method.
+accuracy would overstate every method. Runs of a budget search (issue 16) are grouped per budget too, and a trial
+whose measured size missed its budget by more than 5% (`budget_feasible` = 0) is never chosen.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from . import tracking
 RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
                "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
                "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "act_corr", "weight_cos", "dead_units",
-               "epochs", "seconds", "diverged"]
+               "epochs", "seconds", "diverged", "budget", "budget_metric", "budget_feasible"]
 TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
                  "weight_sparsity", "neurons_active", "neuron_sparsity", "act_corr", "epochs", "trials", "config_hash"]
 FORMATS = ("markdown", "csv", "latex", "html")
@@ -54,6 +55,8 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
                 "hoyer": m.get("hoyer"), "act_corr": m.get("act_corr"), "weight_cos": m.get("weight_cos"),
                 "dead_units": m.get("dead_units"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
                 "diverged": t.get("diverged") == "true",
+                "budget": float(t["budget"]) if t.get("budget") else None, "budget_metric": t.get("budget_metric"),
+                "budget_feasible": m.get("budget_feasible"),
             })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
@@ -61,17 +64,26 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
 def best_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (experiment, method, dataset): the FINISHED trial with the best val_acc (ASHA-stopped trials count:
     they finished, at fewer epochs), and the number of trials. Killed, failed or diverged runs are never chosen."""
+    budgeted = "budget" in runs and runs["budget"].notna().any()
+    columns = TABLE_COLUMNS if not budgeted else [*TABLE_COLUMNS[:3], "budget", *TABLE_COLUMNS[3:], "infeasible"]
     done = runs[runs["val_acc"].notna() & (runs["status"] == "FINISHED") & ~runs["diverged"].astype(bool)]
-    if done.empty:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
     keys = ["experiment", "method", "dataset"]
+    if budgeted:
+        runs = runs.assign(budget=runs["budget"].fillna(0.0), infeasible=runs["budget_feasible"].eq(0.0))
+        done = runs.loc[done.index]
+        done = done[~done["infeasible"]].drop(columns="infeasible")
+        keys.append("budget")
+    if done.empty:
+        return pd.DataFrame(columns=columns)
     counts = runs.groupby(keys).size().rename("trials")
+    if budgeted:
+        counts = pd.concat([counts, runs.groupby(keys)["infeasible"].sum().astype(int)], axis=1)
     # Ties on val_acc go to fewer trainable parameters, then to the earlier run id (deterministic).
     ordered = done.sort_values(["val_acc", "params_trainable", "run_id"], ascending=[False, True, True])
     best = ordered.groupby(keys, as_index=False).head(1).set_index(keys).join(counts).reset_index()
     for col in ("params_trainable", "weights_nonzero", "neurons_active", "epochs", "trials"):
         best[col] = best[col].astype("Int64")
-    return best[TABLE_COLUMNS].sort_values(keys).reset_index(drop=True)
+    return best[columns].sort_values(keys).reset_index(drop=True)
 
 
 def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
