@@ -83,6 +83,8 @@ def best_table(runs: pd.DataFrame) -> pd.DataFrame:
     best = ordered.groupby(keys, as_index=False).head(1).set_index(keys).join(counts).reset_index()
     for col in ("params_trainable", "weights_nonzero", "neurons_active", "epochs", "trials"):
         best[col] = best[col].astype("Int64")
+    if budgeted and (best["budget"] % 1 == 0).all():
+        best["budget"] = best["budget"].astype("Int64")
     return best[columns].sort_values(keys).reset_index(drop=True)
 
 
