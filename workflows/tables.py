@@ -102,3 +102,69 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
     if fmt == "latex":
         return shown.to_latex(index=False, escape=True)
     return shown.to_html(index=False)
+
+
+# ---- method x budget table (issue 16) ----
+BUDGET_TABLE_COLUMNS = ["dataset", "budget", "method", "test_acc", "n", "params_trainable", "weights_nonzero",
+                        "seconds", "verdict", "p_value"]
+ALPHA = 0.05   # significance level of the winner's test
+
+
+def welch_p(a, b) -> float:
+    """Two-sided p-value of Welch's unequal-variance t-test (Welch 1947; scipy.stats.ttest_ind, equal_var=False).
+    1.0 when either side has fewer than two values or both have no spread (no evidence of a difference)."""
+    from scipy import stats
+
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if len(a) < 2 or len(b) < 2:
+        return 1.0
+    if max(a) == min(a) and max(b) == min(b):
+        return 0.0 if a[0] != b[0] else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, str]] = ()) -> pd.DataFrame:
+    """Per (dataset, budget, method): test accuracy mean ± std (n) over the cell's runs (the final seeds), the mean
+    sizes and wall time. Per (dataset, budget), the cell of highest mean is the `winner` only when Welch's t-test
+    against the runner-up gives p < ALPHA; otherwise it and every cell not significantly below it (p >= ALPHA against
+    it) are a `tie`. `unreachable` adds (dataset, method, budget, why) cells that ran nothing."""
+    rows = []
+    for (dataset, budget, method), g in runs.groupby(["dataset", "budget", "method"]):
+        acc = g["test_acc"].dropna()
+        rows.append({"dataset": dataset, "budget": budget, "method": method, "acc": list(acc),
+                     "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0, "n": len(acc),
+                     "params_trainable": g["params_trainable"].mean(), "weights_nonzero": g["weights_nonzero"].mean(),
+                     "seconds": g["seconds"].mean(), "verdict": "", "p_value": None})
+    by_budget: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_budget.setdefault((r["dataset"], r["budget"]), []).append(r)
+    for cells in by_budget.values():
+        ranked = sorted((c for c in cells if c["n"]), key=lambda c: -c["mean"])
+        if len(ranked) < 2:
+            continue
+        best, second = ranked[0], ranked[1]
+        p = welch_p(best["acc"], second["acc"])
+        best["p_value"] = p
+        if p < ALPHA:
+            best["verdict"] = "winner"
+            continue
+        best["verdict"] = "tie"
+        for c in ranked[1:]:
+            c["p_value"] = welch_p(best["acc"], c["acc"])
+            if c["p_value"] >= ALPHA:
+                c["verdict"] = "tie"
+    out = [{"dataset": r["dataset"], "budget": r["budget"], "method": r["method"],
+            "test_acc": f"{r['mean']:.4f} ± {r['std']:.4f} ({r['n']})" if r["n"] else "n/a",
+            "n": r["n"], "params_trainable": r["params_trainable"], "weights_nonzero": r["weights_nonzero"],
+            "seconds": r["seconds"], "verdict": r["verdict"], "p_value": r["p_value"]} for r in rows]
+    out += [{"dataset": d, "budget": b, "method": m, "test_acc": "unreachable", "n": 0, "params_trainable": None,
+             "weights_nonzero": None, "seconds": None, "verdict": f"unreachable: {why}", "p_value": None}
+            for d, m, b, why in unreachable]
+    df = pd.DataFrame(out, columns=BUDGET_TABLE_COLUMNS)
+    if df.empty:
+        return df
+    for col in ("params_trainable", "weights_nonzero"):
+        df[col] = df[col].round().astype("Int64")
+    df["seconds"] = df["seconds"].round(1)
+    df["p_value"] = df["p_value"].map(lambda v: f"{v:.3g}" if v is not None and pd.notna(v) else "")
+    return df.sort_values(["dataset", "budget", "method"]).reset_index(drop=True)
