@@ -104,7 +104,7 @@ def ray_session():
 @pytest.mark.slow
 def test_budget_search_sizes_trials_and_tables_per_cell(in_tmp_cwd, ray_session, capsys):
     argv = ["search", "--methods", "dense,set", "--dataset", "digits", "--num-samples", "2", "--epochs", "2",
-            "--budgets", "2k,8k", "--max-concurrent", "2", "--seed", "3"]
+            "--budgets", "2k,8k", "--max-concurrent", "2", "--seed", "3", "--final-seeds", "2"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
@@ -121,3 +121,9 @@ def test_budget_search_sizes_trials_and_tables_per_cell(in_tmp_cwd, ray_session,
         assert abs(size - budget) <= 0.05 * budget, (run.data.tags["method"], budget, size)
     table = [line for line in out.splitlines() if line.startswith("| search/digits")]
     assert len(table) == 4 and {line.split("|")[4].strip() for line in table} == {"2000", "8000"}
+    # The final stage: each cell's best config over 2 seeds, in the method x budget table (Welch's t-test verdicts)
+    cells = [line.split("|") for line in out.splitlines() if line.startswith("| digits ")]
+    assert sorted((c[3].strip(), c[2].strip()) for c in cells) == [("dense", "2000"), ("dense", "8000"),
+                                                                    ("set", "2000"), ("set", "8000")]
+    assert all(c[4].strip().endswith("(2)") for c in cells)
+    assert {c[9].strip() for c in cells} <= {"winner", "tie", ""}

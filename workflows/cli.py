@@ -239,6 +239,10 @@ def cmd_search(args, method_names) -> int:
         final = final_stage(results, s.dataset, args.final_seeds, rs)
         print(f"\n### {final['title']}\n")
         print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])
+        if final.get("budget_table"):
+            print("\n### Method x budget (test accuracy mean ± std (n) over the final seeds; winner: Welch's t-test "
+                  "against the runner-up, p < 0.05; else tie)\n")
+            print(final["budget_table"])
         code = code or (0 if final["complete"] else 1)
     return code
 

@@ -93,7 +93,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
         raise TableError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     shown = df.copy()
     for col in ("test_acc", "val_acc", "weight_sparsity", "neuron_sparsity", "act_corr"):
-        if col in shown:
+        if col in shown and pd.api.types.is_numeric_dtype(shown[col]):   # budget_table's test_acc is text
             shown[col] = shown[col].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
     if fmt == "markdown":
         return shown.to_markdown(index=False, disable_numparse=True)
@@ -166,5 +166,7 @@ def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, st
     for col in ("params_trainable", "weights_nonzero"):
         df[col] = df[col].round().astype("Int64")
     df["seconds"] = df["seconds"].round(1)
+    if (df["budget"] % 1 == 0).all():
+        df["budget"] = df["budget"].astype("Int64")
     df["p_value"] = df["p_value"].map(lambda v: f"{v:.3g}" if v is not None and pd.notna(v) else "")
     return df.sort_values(["dataset", "budget", "method"]).reset_index(drop=True)
