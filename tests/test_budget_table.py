@@ -35,3 +35,20 @@ def test_one_seed_is_never_a_winner_and_unreachable_cells_show():
                       unreachable=[("digits", "spectral", 2000.0, "below its smallest network")])
     assert verdicts(df, 2000) == {"dense": "tie", "set": "tie", "spectral": "unreachable: below its smallest network"}
     assert welch_p([0.9], [0.1, 0.2]) == 1.0
+
+
+def test_best_table_groups_by_budget_and_never_chooses_an_infeasible_trial():
+    from sparsebench.workflows.tables import best_table
+
+    runs = pd.DataFrame({
+        "experiment": "e", "method": "dense", "dataset": "digits", "stage": "search", "status": "FINISHED",
+        "run_id": ["a", "b", "c", "d"], "parent_run_id": "p", "config_hash": ["ha", "hb", "hc", "hd"],
+        "val_acc": [0.90, 0.95, 0.80, 0.85], "test_acc": [0.9, 0.95, 0.8, 0.85], "train_acc": 1.0,
+        "params_trainable": [2000, 2300, 8000, 8100], "params_dense": 30, "weights_nonzero": 10, "weight_sparsity": 0.0,
+        "neurons_active": 5, "neuron_sparsity": 0.0, "hoyer": 0.1, "act_corr": 0.2, "weight_cos": 0.1, "dead_units": 0,
+        "epochs": 4, "seconds": 1.0, "diverged": False, "budget": [2000.0, 2000.0, 8000.0, 8000.0],
+        "budget_metric": "params_trainable", "budget_feasible": [1.0, 0.0, 1.0, 1.0]})
+    table = best_table(runs)
+    assert table["budget"].tolist() == [2000, 8000]
+    assert table["config_hash"].tolist() == ["ha", "hd"]     # hb has the best val_acc but missed its budget by 15%
+    assert table["trials"].tolist() == [2, 2] and table["infeasible"].tolist() == [1, 0]
