@@ -12,7 +12,6 @@ chains and the two solvers (integer widths, a real-valued knob). It imports noth
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 from .config import ConfigError
@@ -83,7 +82,3 @@ def check_reached(size: float, budget: float, method: str, metric: str) -> None:
 def uniform_hidden(hidden: Sequence[int], width: int) -> tuple[int, ...]:
     """Every hidden layer at `width`, keeping the depth (at least one hidden layer)."""
     return (width,) * max(1, len(hidden))
-
-
-def whole(x: float) -> int:
-    return int(math.floor(x))

@@ -19,7 +19,7 @@ from torch import nn
 from ..core.method import Method
 from ..core.config import ConfigError, RunConfig, spec
 from ._mlp import MLPShapeConfig, fit_width, uniform_hidden, with_hidden
-from ..core.budget import BudgetError, chain, solve_knob, solve_width
+from ..core.budget import chain, solve_knob, solve_width
 from ..nn.models import MLP
 from ..core.registry import register_method
 from ..nn.spectral_layers import SINGLE_SET, VARIANTS, DenseSparseLinear, SpectralLinear
