@@ -29,11 +29,11 @@ LAYERS = [
     ["sparsebench.workflows"],
 ]
 SUBLAYERS = {
-    "sparsebench.methods.core": ["registry", "config", "optim", "method", "metrics", "train"],
+    "sparsebench.methods.core": ["registry", "config", "budget", "optim", "method", "metrics", "train"],
     "sparsebench.methods.data": ["types", "fetch", "splits", "registry", "augment", "sources", "load"],
     # workflows: leaves (no workflow import) < what trials need < the driver's parts < the runner < commands < CLI.
     "sparsebench.workflows": [
-        "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "plots", "protocol", "search_space", "repro_table",
+        "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "plots", "protocol", "search_space", "budgets", "repro_table",
         "tracking", "server", "trainable", "trial", "tables", "catalog",
         "runner", "search", "reproduce", "cli", "__main__",
     ],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sparsebench.methods as methods
 from sparsebench.methods import ConfigError, DatasetError, UnknownMethodError, list_datasets, list_methods
+from sparsebench.methods.core.budget import BUDGET_METRICS
 from sparsebench.methods.families import MethodPathError, check_discovery
 
 from . import catalog
@@ -100,6 +101,15 @@ def _methods(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _budgets(text: str) -> tuple[float, ...]:
+    from .budgets import parse_budgets   # light: the methods package and the search-space reader
+
+    try:
+        return parse_budgets(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _dataset(text: str) -> str:
     if text not in list_datasets():
         raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; available: {', '.join(list_datasets())}")
@@ -144,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grace-period", type=_positive_int, default=1, help="ASHA: epochs every trial runs before it may be stopped")
     s.add_argument("--final-seeds", type=_positive_int, default=None,
                    help="then re-run each method's best configuration over this many seeds (final stage, with a table)")
+    s.add_argument("--budgets", type=_budgets, default=None,
+                   help="parameter budgets, e.g. 2k,8k,32k: each method is sized to each budget in closed form, and "
+                        "every (method, budget) cell gets --num-samples trials (docs/search.md)")
+    s.add_argument("--budget-metric", choices=BUDGET_METRICS, default="params_trainable",
+                   help="what a budget counts, measured at the end of training (default: params_trainable)")
 
     sub.add_parser("methods", help="the registered methods: what each is, its paper, its file and search space")
 
@@ -192,6 +207,8 @@ def _settings(args, method_names):
     return SearchSettings(methods=tuple(method_names), dataset=args.dataset, num_samples=args.num_samples, epochs=args.epochs,
                           seed=args.seed, search_space=getattr(args, "search_space", None) or "",
                           experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", 1),
+                          budgets=getattr(args, "budgets", None) or (),
+                          budget_metric=getattr(args, "budget_metric", None) or "params_trainable",
                           **runner_settings(args))
 
 
@@ -205,9 +222,14 @@ def cmd_search(args, method_names) -> int:
     results = search(s, studies)
     uri = s.uri
     # The table of the studies just run (the experiment may hold earlier searches with other settings).
-    table = best_table(runs_frame(uri, results[0]["experiment"], parent_run_ids=[r["parent_run_id"] for r in results]))
+    ran = [r["parent_run_id"] for r in results if r["parent_run_id"]]
+    table = best_table(runs_frame(uri, results[0]["experiment"], parent_run_ids=ran)) if ran else None
     print()
-    print(render(table, "markdown"))
+    if table is not None:
+        print(render(table, "markdown"))
+    for r in results:
+        if r.get("unreachable"):
+            print(f"{r['method']} at budget {r['budget']:g}: unreachable ({r['unreachable']})")
     print(f"\n{sum(r['trials'] for r in results)} trials in {time.perf_counter() - start:.1f} s; "
           f"MLflow experiment {results[0]['experiment']!r} at {uri}")
     code = 1 if any(r["errors"] for r in results) else 0
@@ -219,6 +241,10 @@ def cmd_search(args, method_names) -> int:
         final = final_stage(results, s.dataset, args.final_seeds, rs)
         print(f"\n### {final['title']}\n")
         print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])
+        if final.get("budget_table"):
+            print("\n### Method x budget (test accuracy mean ± std (n) over the final seeds; winner: Welch's t-test "
+                  "against the runner-up, p < 0.05; else tie)\n")
+            print(final["budget_table"])
         code = code or (0 if final["complete"] else 1)
     return code
 

@@ -25,6 +25,7 @@ from sparsebench.methods import ConfigError
 from sparsebench.methods.data import load_dataset
 
 from . import tracking
+from .budgets import label
 from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
 from .repro_table import RunRecord, render_table, reproduction_table
 from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, quiet,
@@ -293,7 +294,9 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
                 echo: bool = True) -> dict[str, Any]:
     """A search's final stage: each method's best configuration re-run over `seeds` seeds as final-stage runs, with
     the same kind of table as a reproduction (no published values). MLflow experiment reproduce/search-<dataset>."""
-    arms = {r["best_config"]["method"]: {k: v for k, v in r["best_config"].items() if k != "data.dataset"}
+    # One arm per (method, budget) cell of a budget search (workflows/budgets.py), per method otherwise.
+    arms = {(r["best_config"]["method"] if r.get("budget") is None else f"{r['best_config']['method']}_{label(r['budget'])}"):
+            {k: v for k, v in r["best_config"].items() if k != "data.dataset"}
             for r in results if r.get("best_config")}
     if not arms:
         raise ProtocolError("final stage: no finished trial to take a best configuration from")
@@ -308,7 +311,30 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
     # Its own parent per set of configurations: a later search's best configs never share this one's table.
     result = run_experiment(p, exp, s, echo, study=study_name(paper.id, exp.name, s, extra=arms))
     write_outputs(p, exp, s, result)
+    if any(r.get("budget") is not None for r in results):
+        result["budget_table"] = _budget_table(p, exp, s, result, results, dataset)
     return result
+
+
+def _budget_table(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[str, Any], results, dataset: str) -> str:
+    """The method x budget table of a budget search's final runs (tables.budget_table: mean ± std (n) over the
+    seeds, Welch's t-test for the winner), logged beside the final stage's table and returned as Markdown."""
+    import pandas as pd
+
+    from .tables import budget_table, render
+
+    cells = {f"{r['method']}_{label(r['budget'])}": (r["method"], r["budget"]) for r in results if r.get("budget") is not None}
+    records = read_records(s.uri, p.paper.id, exp, result["parent_run_id"], {cell_key(x) for x in p.cells[exp.name]})
+    rows = [{"dataset": rec.dataset, "budget": cells[rec.arm][1], "method": cells[rec.arm][0],
+             **{k: rec.metrics.get(k) for k in ("test_acc", "params_trainable", "weights_nonzero", "seconds")}}
+            for rec in records if rec.arm in cells]
+    unreachable = [(dataset, r["method"], r["budget"], r["unreachable"]) for r in results if r.get("unreachable")]
+    table = budget_table(pd.DataFrame(rows, columns=["dataset", "budget", "method", "test_acc", "params_trainable",
+                                                     "weights_nonzero", "seconds"]), unreachable)
+    c = tracking.client(s.uri)
+    for fmt, name in (("markdown", "budget_table.md"), ("csv", "budget_table.csv"), ("html", "budget_table.html")):
+        c.log_text(result["parent_run_id"], render(table, fmt), name)
+    return render(table, "markdown")
 
 
 def list_protocols() -> str:

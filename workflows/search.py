@@ -5,11 +5,16 @@ where the method is a categorical choice would give the best-looking method most
 one after another on the same Ray cluster, each using all of it.
 
 A study's name is derived from the hash of everything that defines it (method, dataset, epochs, search
-space, budget, seed, scheduler), so rerunning the same command finds the same study: its Tune experiment
+space, trials, seed, scheduler, parameter budget), so rerunning the same command finds the same study: its Tune experiment
 is restored (finished trials are not rerun) and its MLflow parent run is reopened.
+
+With `budgets` (issue 16, workflows/budgets.py) every (method, budget) is a study of its own with `num_samples`
+trials, each sized to its budget in closed form; a budget a method cannot reach is a study that is not run and
+shows as "unreachable" in the table.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sparsebench.methods import RunConfig
 from sparsebench.methods.data import load_dataset
 
+from . import budgets as budgeting
 from . import tracking
 from .runner import RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, under_parent
 from .search_space import SearchSpace, load_search_space
@@ -40,6 +46,8 @@ class SearchSettings(RunnerSettings):
     grace_period: int = 1            # ASHA: epochs every trial gets before it may be stopped
     reduction_factor: int = 2
     experiment: str = ""             # MLflow experiment; default search/<dataset>
+    budgets: tuple[float, ...] = ()  # parameter budgets (issue 16); empty: each method at its space's own sizes
+    budget_metric: str = "params_trainable"   # what a budget counts: params_trainable | weights_nonzero
 
 
 @dataclass(frozen=True)
@@ -48,47 +56,77 @@ class Study:
     space: SearchSpace
     base: dict[str, Any]             # flat keys set by the command line
     name: str
+    budget: float | None = None      # the cell's parameter budget (None: no budget axis)
+    unreachable: str = ""            # why the method cannot reach `budget` (the study is then not run)
+    info: Any = None                 # the dataset's DataInfo (shapes), for sizing trials to `budget`
 
 
 def experiment_name(s: SearchSettings) -> str:
     return s.experiment or f"search/{s.dataset}"
 
 
-def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchSettings) -> str:
+def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchSettings, budget: float | None = None) -> str:
     # The MLflow store and experiment are part of the identity: the same search logged elsewhere is another study.
     ident = {"space": space.fingerprint(), "base": base, "num_samples": s.num_samples, "seed": s.seed,
              "asha": [s.grace_period, s.reduction_factor], "metric": METRIC,
              "tracking_uri": s.uri, "experiment": experiment_name(s)}
+    if budget is not None:   # only then: the names of searches without budgets stay what they were
+        ident["budget"] = [budget, s.budget_metric]
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"{method}-{base['data.dataset']}-{digest}"
+    cell = "" if budget is None else f"-{budgeting.label(budget)}"
+    return f"{method}{cell}-{base['data.dataset']}-{digest}"
 
 
 def plan(s: SearchSettings) -> list[Study]:
     """Validate everything the search needs, before Ray starts: methods, spaces, dataset (loaded once),
     storage and the MLflow store."""
+    budgets = ()
+    if s.budgets:   # the Python API's values checked as the command line's are
+        budgeting.check_metric(s.budget_metric)
+        budgets = budgeting.check_budgets(s.budgets)
     studies = []
     for method in s.methods:
         space = load_search_space(method, s.search_space or None)
         base = {"method": method, "data.dataset": s.dataset, "train.epochs": s.epochs, "train.seed": s.seed}
         # Every value the command line sets must make a valid config together with the space's fixed values.
         RunConfig.from_flat({**space.fixed, **base})
-        studies.append(Study(method, space, base, study_name(method, space, base, s)))
+        for budget in budgets or (None,):
+            studies.append(Study(method, space, base, study_name(method, space, base, s, budget), budget))
     # Loads (downloading on first use) and verifies the data: a missing or corrupt file fails here.
-    load_dataset(RunConfig.from_flat({**studies[0].space.fixed, **studies[0].base}).data, "cpu")
+    info = load_dataset(RunConfig.from_flat({**studies[0].space.fixed, **studies[0].base}).data, "cpu").info
+    if budgets:
+        budgeting.check_floor(budgets, info, s.budget_metric)
+        studies = [_with_reach(st, info, s.budget_metric) for st in studies]
     check_stores(s)
     return studies
 
 
+def _with_reach(study: Study, info, metric: str) -> Study:
+    """The study, marked unreachable when the method cannot size its space's default config to the budget."""
+    try:
+        budgeting.sized_overrides({**study.space.fixed, **study.base}, info, study.budget, metric)
+        return dataclasses.replace(study, info=info)
+    except budgeting.BudgetError as e:
+        return dataclasses.replace(study, info=info, unreachable=str(e))
+
+
 def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, Any]:
-    """One method's search. Returns {study, parent_run_id, experiment, trials, errors}."""
+    """One method's search (at one budget). Returns {study, method, budget, parent_run_id, experiment, trials,
+    errors, best_config}; an unreachable (method, budget) cell runs nothing and says why (`unreachable`)."""
     uri = s.uri
-    c = tracking.client(uri)
     experiment = experiment_name(s)
+    cell = {"study": study.name, "method": study.method, "budget": study.budget, "experiment": experiment}
+    if study.unreachable:
+        return {**cell, "parent_run_id": None, "trials": 0, "errors": 0, "best_config": None,
+                "unreachable": study.unreachable}
+    c = tracking.client(uri)
     exp_id = tracking.get_or_create_experiment(c, experiment)
+    budget_tags = {} if study.budget is None else {"budget": f"{study.budget:g}", "budget_metric": s.budget_metric}
     parent = tracking.start_parent_run(
-        c, exp_id, study.name, run_name=f"{study.method}-search",
-        tags={"method": study.method, "dataset": s.dataset, "stage": "search"},
-        params={"num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed, "search_space": study.space.source,
+        c, exp_id, study.name, run_name=f"{study.method}-{budgeting.label(study.budget)}-search" if study.budget
+        else f"{study.method}-search",
+        tags={"method": study.method, "dataset": s.dataset, "stage": "search", **budget_tags},
+        params={**budget_tags, "num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed, "search_space": study.space.source,
                 "space": json.dumps(study.space.fingerprint(), sort_keys=True), "scheduler": "asha",
                 "asha.grace_period": s.grace_period, "asha.reduction_factor": s.reduction_factor,
                 "cpus_per_trial": s.cpus_per_trial, "gpus_per_trial": s.gpus_per_trial})
@@ -101,13 +139,15 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
         raise SearchInterrupted(f"study {study.name} interrupted after {done} of {s.num_samples} trials; "
                                 f"run the same command again to resume it")
     c.set_terminated(parent, status="FAILED" if grid.num_errors else "FINISHED")
-    return {"study": study.name, "parent_run_id": parent, "experiment": experiment, "trials": done, "errors": grid.num_errors,
-            "best_config": best_config(grid, study)}
+    return {**cell, "parent_run_id": parent, "trials": done, "errors": grid.num_errors,
+            "best_config": best_config(grid, study, s.budget_metric)}
 
 
-def best_config(grid, study: Study) -> dict[str, Any] | None:
-    """The flat config of the finished trial with the best last val_acc (as `best_table` chooses), without its seed."""
-    ok = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics]
+def best_config(grid, study: Study, budget_metric: str = "params_trainable") -> dict[str, Any] | None:
+    """The flat config of the finished trial with the best last val_acc (as `best_table` chooses), without its seed;
+    with a budget, among the trials whose measured size is within 5% of it only."""
+    ok = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics
+          and (study.budget is None or budgeting.feasible(r.metrics, study.budget, budget_metric))]
     if not ok:
         return None
     # The order best_table uses: val_acc, then fewer trainable parameters, then the earlier trial.
@@ -118,14 +158,36 @@ def best_config(grid, study: Study) -> dict[str, Any] | None:
 
 def _fit(study: Study, s: SearchSettings, experiment: str, echo: bool):
     decode = study.space.decode
-    callback = MlflowTrialCallback(s.uri, experiment, study.name, stage="search", decode=decode, tags={"study": study.name},
-                                   max_epochs=s.epochs, echo=echo)
-    searcher = OptunaSearch(space=study.space.define_by_run(study.base), metric=METRIC, mode=MODE,
+    space = study.space.define_by_run(study.base)
+    if study.budget is None:
+        callback = MlflowTrialCallback(s.uri, experiment, study.name, stage="search", decode=decode,
+                                       tags={"study": study.name}, max_epochs=s.epochs, echo=echo)
+    else:
+        space = budgeting.SizedDefineByRun(space, study.info, study.budget, s.budget_metric)
+        callback = BudgetTrialCallback(s.uri, experiment, study.name, stage="search", decode=decode,
+                                       tags={"study": study.name, "budget": f"{study.budget:g}",
+                                             "budget_metric": s.budget_metric},
+                                       max_epochs=s.epochs, echo=echo)
+        callback.budget, callback.budget_metric = study.budget, s.budget_metric
+    searcher = OptunaSearch(space=space, metric=METRIC, mode=MODE,
                             sampler=_sampler(s.seed), study_name=study.name)
     scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.epochs,
                               grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor)
     return fit(study.name, s, decode, callback, echo=echo, search_alg=searcher, scheduler=scheduler,
                num_samples=s.num_samples)
+
+
+class BudgetTrialCallback(MlflowTrialCallback):
+    """Adds `budget_feasible` (1: the measured size is within 5% of the budget, 0: not) to every result, so the
+    run records it each epoch and its last value says whether the trained network met the budget."""
+
+    budget: float
+    budget_metric: str
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.budget_metric in result:
+            result[budgeting.FEASIBLE_KEY] = float(budgeting.feasible(result, self.budget, self.budget_metric))
+        super().on_trial_result(iteration, trials, trial, result, **info)
 
 
 def _log_study_table(c, uri: str, experiment: str, parent: str) -> None:
@@ -150,7 +212,11 @@ def search(s: SearchSettings, studies: list[Study] | None = None, echo: bool = T
     check_resources(s)
     out = []
     for study in studies:
-        if echo:
-            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on {s.dataset}", flush=True)
+        at = "" if study.budget is None else f" at {budgeting.label(study.budget)} {s.budget_metric}"
+        if echo and study.unreachable:
+            print(f"[{study.method}]{at}: unreachable ({study.unreachable})", flush=True)
+        elif echo:
+            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on {s.dataset}{at}",
+                  flush=True)
         out.append(run_study(study, s, echo=echo))
     return out

@@ -2,7 +2,8 @@
 
 `runs_frame` has one row per trial run with fixed columns; `best_table` keeps, per (experiment, method,
 dataset), the trial with the best validation accuracy and reports ITS test accuracy: choosing by test
-accuracy would overstate every method.
+accuracy would overstate every method. Runs of a budget search (issue 16) are grouped per budget too, and a trial
+whose measured size missed its budget by more than 5% (`budget_feasible` = 0) is never chosen.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from . import tracking
 RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
                "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
                "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "act_corr", "weight_cos", "dead_units",
-               "epochs", "seconds", "diverged"]
+               "epochs", "seconds", "diverged", "budget", "budget_metric", "budget_feasible"]
 TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
                  "weight_sparsity", "neurons_active", "neuron_sparsity", "act_corr", "epochs", "trials", "config_hash"]
 FORMATS = ("markdown", "csv", "latex", "html")
@@ -54,6 +55,8 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
                 "hoyer": m.get("hoyer"), "act_corr": m.get("act_corr"), "weight_cos": m.get("weight_cos"),
                 "dead_units": m.get("dead_units"), "epochs": m.get("epoch"), "seconds": m.get("seconds"),
                 "diverged": t.get("diverged") == "true",
+                "budget": float(t["budget"]) if t.get("budget") else None, "budget_metric": t.get("budget_metric"),
+                "budget_feasible": m.get("budget_feasible"),
             })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
@@ -61,17 +64,28 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
 def best_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (experiment, method, dataset): the FINISHED trial with the best val_acc (ASHA-stopped trials count:
     they finished, at fewer epochs), and the number of trials. Killed, failed or diverged runs are never chosen."""
+    budgeted = "budget" in runs and runs["budget"].notna().any()
+    columns = TABLE_COLUMNS if not budgeted else [*TABLE_COLUMNS[:3], "budget", *TABLE_COLUMNS[3:], "infeasible"]
     done = runs[runs["val_acc"].notna() & (runs["status"] == "FINISHED") & ~runs["diverged"].astype(bool)]
-    if done.empty:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
     keys = ["experiment", "method", "dataset"]
+    if budgeted:
+        runs = runs.assign(budget=runs["budget"].fillna(0.0), infeasible=runs["budget_feasible"].eq(0.0))
+        done = runs.loc[done.index]
+        done = done[~done["infeasible"]].drop(columns="infeasible")
+        keys.append("budget")
+    if done.empty:
+        return pd.DataFrame(columns=columns)
     counts = runs.groupby(keys).size().rename("trials")
+    if budgeted:
+        counts = pd.concat([counts, runs.groupby(keys)["infeasible"].sum().astype(int)], axis=1)
     # Ties on val_acc go to fewer trainable parameters, then to the earlier run id (deterministic).
     ordered = done.sort_values(["val_acc", "params_trainable", "run_id"], ascending=[False, True, True])
     best = ordered.groupby(keys, as_index=False).head(1).set_index(keys).join(counts).reset_index()
     for col in ("params_trainable", "weights_nonzero", "neurons_active", "epochs", "trials"):
         best[col] = best[col].astype("Int64")
-    return best[TABLE_COLUMNS].sort_values(keys).reset_index(drop=True)
+    if budgeted and (best["budget"] % 1 == 0).all():
+        best["budget"] = best["budget"].astype("Int64")
+    return best[columns].sort_values(keys).reset_index(drop=True)
 
 
 def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
@@ -79,7 +93,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
         raise TableError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     shown = df.copy()
     for col in ("test_acc", "val_acc", "weight_sparsity", "neuron_sparsity", "act_corr"):
-        if col in shown:
+        if col in shown and pd.api.types.is_numeric_dtype(shown[col]):   # budget_table's test_acc is text
             shown[col] = shown[col].map(lambda v: f"{v:.4f}" if pd.notna(v) else "n/a")
     if fmt == "markdown":
         return shown.to_markdown(index=False, disable_numparse=True)
@@ -88,3 +102,71 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
     if fmt == "latex":
         return shown.to_latex(index=False, escape=True)
     return shown.to_html(index=False)
+
+
+# ---- method x budget table (issue 16) ----
+BUDGET_TABLE_COLUMNS = ["dataset", "budget", "method", "test_acc", "n", "params_trainable", "weights_nonzero",
+                        "seconds", "verdict", "p_value"]
+ALPHA = 0.05   # significance level of the winner's test
+
+
+def welch_p(a, b) -> float:
+    """Two-sided p-value of Welch's unequal-variance t-test (Welch 1947; scipy.stats.ttest_ind, equal_var=False).
+    1.0 when either side has fewer than two values or both have no spread (no evidence of a difference)."""
+    from scipy import stats
+
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if len(a) < 2 or len(b) < 2:
+        return 1.0
+    if max(a) == min(a) and max(b) == min(b):
+        return 0.0 if a[0] != b[0] else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, str]] = ()) -> pd.DataFrame:
+    """Per (dataset, budget, method): test accuracy mean ± std (n) over the cell's runs (the final seeds), the mean
+    sizes and wall time. Per (dataset, budget), the cell of highest mean is the `winner` only when Welch's t-test
+    against the runner-up gives p < ALPHA; otherwise it and every cell not significantly below it (p >= ALPHA against
+    it) are a `tie`. `unreachable` adds (dataset, method, budget, why) cells that ran nothing."""
+    rows = []
+    for (dataset, budget, method), g in runs.groupby(["dataset", "budget", "method"]):
+        acc = g["test_acc"].dropna()
+        rows.append({"dataset": dataset, "budget": budget, "method": method, "acc": list(acc),
+                     "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0, "n": len(acc),
+                     "params_trainable": g["params_trainable"].mean(), "weights_nonzero": g["weights_nonzero"].mean(),
+                     "seconds": g["seconds"].mean(), "verdict": "", "p_value": None})
+    by_budget: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_budget.setdefault((r["dataset"], r["budget"]), []).append(r)
+    for cells in by_budget.values():
+        ranked = sorted((c for c in cells if c["n"]), key=lambda c: -c["mean"])
+        if len(ranked) < 2:
+            continue
+        best, second = ranked[0], ranked[1]
+        p = welch_p(best["acc"], second["acc"])
+        best["p_value"] = p
+        if p < ALPHA:
+            best["verdict"] = "winner"
+            continue
+        best["verdict"] = "tie"
+        for c in ranked[1:]:
+            c["p_value"] = welch_p(best["acc"], c["acc"])
+            if c["p_value"] >= ALPHA:
+                c["verdict"] = "tie"
+    out = [{"dataset": r["dataset"], "budget": r["budget"], "method": r["method"],
+            "test_acc": f"{r['mean']:.4f} ± {r['std']:.4f} ({r['n']})" if r["n"] else "n/a",
+            "n": r["n"], "params_trainable": r["params_trainable"], "weights_nonzero": r["weights_nonzero"],
+            "seconds": r["seconds"], "verdict": r["verdict"], "p_value": r["p_value"]} for r in rows]
+    out += [{"dataset": d, "budget": b, "method": m, "test_acc": "unreachable", "n": 0, "params_trainable": None,
+             "weights_nonzero": None, "seconds": None, "verdict": f"unreachable: {why}", "p_value": None}
+            for d, m, b, why in unreachable]
+    df = pd.DataFrame(out, columns=BUDGET_TABLE_COLUMNS)
+    if df.empty:
+        return df
+    for col in ("params_trainable", "weights_nonzero"):
+        df[col] = df[col].round().astype("Int64")
+    df["seconds"] = df["seconds"].round(1)
+    if (df["budget"] % 1 == 0).all():
+        df["budget"] = df["budget"].astype("Int64")
+    df["p_value"] = df["p_value"].map(lambda v: f"{v:.3g}" if v is not None and pd.notna(v) else "")
+    return df.sort_values(["dataset", "budget", "method"]).reset_index(drop=True)

@@ -147,7 +147,8 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
     from sparsebench.methods.core.metrics import EPOCH_KEYS
 
     return {k: float(v) for k, v in result.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and (k in EPOCH_KEYS or k.startswith("layer") or k == "lr")}
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and (k in EPOCH_KEYS or k.startswith("layer") or k in ("lr", "budget_feasible"))}   # budget: workflows/budgets.py
 
 
 def epoch_metrics(values: dict[str, float], step: int) -> list[Metric]:

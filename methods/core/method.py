@@ -11,6 +11,10 @@ paper's values, source cited next to each) and hooks. The loop calls, in order:
                (SET rewiring, neuron pruning)
     checkpoint: method.state_dict() / load_state_dict()               (schedules, extras a resume needs)
 
+Budgets (issue 16): `Method.size_to_budget(cfg, info, budget, metric)` returns the config resized so that the
+network at the end of training has `budget` scalars by `metric`, in closed form (`fit_budget` chooses the knob,
+`deployed_size` is the formula; methods/core/budget.py); no network is built.
+
 Masks and other tensors that belong to layers live in the model's buffers and are checkpointed with it.
 Every model's forward accepts `return_hidden=True` and then returns (logits, [hidden activations, one per
 weight layer but the last]): the diversity metrics of every method and the activation penalties read them.
@@ -23,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .budget import BudgetError, check_metric, check_reached
 from .config import ModelConfig, RunConfig
 from ..data import DataInfo
 from ..nn.decorrelation import decorrelate_model_
@@ -92,3 +97,27 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    # ---- budgets (issue 16; methods/core/budget.py) ----
+    @classmethod
+    def size_to_budget(cls, cfg: RunConfig, info: DataInfo, budget: float, metric: str = "params_trainable") -> RunConfig:
+        """`cfg` with the knobs of this method set so that the network at the end of training has `budget`
+        scalars by `metric` (params_trainable | weights_nonzero), in closed form: no network is built. The other
+        keys of `cfg` are kept. BudgetError when the budget is out of this method's reach."""
+        check_metric(metric)
+        if not (isinstance(budget, (int, float)) and budget > 0 and budget == budget and budget != float("inf")):
+            raise BudgetError(f"budget {budget!r}: must be a finite number > 0")
+        sized = cls.fit_budget(cfg, info, float(budget), metric)
+        check_reached(cls.deployed_size(sized, info, metric), budget, cls.name, metric)
+        return sized
+
+    @classmethod
+    def fit_budget(cls, cfg: RunConfig, info: DataInfo, budget: float, metric: str) -> RunConfig:
+        """The sized config (override: choose the width, density or sparsity that meets `budget`)."""
+        raise BudgetError(f"method {cls.name!r} cannot be sized to a budget (it defines no Method.fit_budget)")
+
+    @classmethod
+    def deployed_size(cls, cfg: RunConfig, info: DataInfo, metric: str) -> float:
+        """Closed-form `metric` of the network `cfg` deploys at the end of training (expected value where masks
+        are random draws), counted as methods/core/metrics.py measures it."""
+        raise BudgetError(f"method {cls.name!r} has no closed-form size (it defines no Method.deployed_size)")

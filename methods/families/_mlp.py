@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..core.budget import BudgetError, batchnorm_params, chain, solve_width, uniform_hidden
 from ..core.config import ConfigError, ModelConfig, RunConfig, spec
 from ..data import DataInfo
 from ..nn.models import ACTIVATIONS
@@ -68,3 +69,36 @@ class MLPConfig(MLPShapeConfig):
     decor_init: str = spec("none", choices=("none", "cosine", "pearson"))
     decor_steps: int = spec(100, ge=1, help="data-free gradient steps of the decorrelated initialisation")
     decor_lr: float = spec(0.05, gt=0.0, help="Adam rate of those steps, relative to a unit row's typical entry")
+
+
+# ---- budgets (issue 16): the counts of plain MLPs and the width solver every MLP-based family uses ----
+def mlp_only(cfg: RunConfig) -> None:
+    arch = getattr(cfg.model, "arch", "mlp")
+    if arch != "mlp":
+        raise BudgetError(f"model.arch={arch!r}: budgets size MLPs only (model.hidden); use model.arch=mlp")
+
+
+def dense_mlp_size(cfg: RunConfig, info: DataInfo, metric: str) -> int:
+    """params_trainable / weights_nonzero of a dense MLP (DenseLinear chain, optional BatchNorm): every weight,
+    every bias of a layer with bias, BatchNorm's weight and bias per hidden unit (metrics.params_trainable)."""
+    mlp_only(cfg)
+    m = cfg.model
+    layers = chain(info.in_features, m.hidden, info.num_classes)
+    weights = sum(a * b for a, b in layers)
+    if metric == "weights_nonzero":
+        return weights
+    return weights + (sum(b for _, b in layers) if m.bias else 0) + batchnorm_params(m.hidden, getattr(m, "batchnorm", False))
+
+
+def with_hidden(cfg: RunConfig, hidden: tuple[int, ...]) -> RunConfig:
+    return cfg.replace(**{"model.hidden": tuple(hidden)})
+
+
+def fit_width(method, cfg: RunConfig, info: DataInfo, budget: float, metric: str, depth: int | None = None) -> RunConfig:
+    """`cfg` with every hidden layer at the width whose deployed size is nearest to `budget` (the depth of
+    model.hidden kept, or `depth`): the knob of the dense, diversity and spectral families, whose size is set by
+    their shape alone."""
+    mlp_only(cfg)
+    hidden = cfg.model.hidden if depth is None else (1,) * depth
+    size = lambda w: method.deployed_size(with_hidden(cfg, uniform_hidden(hidden, w)), info, metric)  # noqa: E731
+    return with_hidden(cfg, uniform_hidden(hidden, solve_width(size, budget, f"{method.name} network ({metric})")))

@@ -48,7 +48,8 @@ from torch import nn
 
 from ..core.method import Method
 from ..core.config import ConfigError, RunConfig, spec
-from ._mlp import MLPShapeConfig, arch_spec, build_arch, check_arch
+from ._mlp import MLPShapeConfig, arch_spec, build_arch, check_arch, dense_mlp_size, fit_width, mlp_only, with_hidden
+from ..core.budget import BudgetError, batchnorm_params, chain, solve_knob, solve_width, uniform_hidden
 from ..nn.layers import WeightLayer, weight_layers
 from ..nn.lpsgd import LpSGD
 from ..core.optim import steps_per_epoch
@@ -146,6 +147,16 @@ class LpSGDMethod(Method):
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return lp_optimizer(self.cfg, model)
 
+    # Budget (issue 16): the hidden width. LpSGD's exact zeros are not known before training, so weights_nonzero
+    # is sized as the dense count (an upper bound); the trial's measured size says whether it stayed within 5%.
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        return fit_width(cls, cfg, info, budget, metric)
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        return dense_mlp_size(cfg, info, metric)
+
 
 @dataclass(frozen=True)
 class LpSphereConfig(LpSGDConfig):
@@ -192,6 +203,53 @@ class LpSphere(LpSGDMethod):
             # an update step needs it as much as an uninterrupted one.
             layer.capture = True
         return model
+
+    # ---- budget (issue 16): the target sparsity, with the initial mask drawn at it
+    @staticmethod
+    def _totals(cfg: RunConfig, info) -> tuple[int, int, list[int]]:
+        """(all parameters, all weights, weights per layer): the controller's s = mask zeros / all parameters."""
+        m = cfg.model
+        layers = [a * b for a, b in chain(info.in_features, m.hidden, info.num_classes)]
+        total = sum(layers) + (sum(b for _, b in chain(info.in_features, m.hidden, info.num_classes)) if m.bias else 0)
+        return total + batchnorm_params(m.hidden, m.batchnorm), sum(layers), layers
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        # The feedback of SparseLpSSOptimizer holds the mask's zeros at `sparsity` of all parameters (module
+        # docstring), so the deployed network has (1 - s*) * total trainable scalars; masked weights are the zeros.
+        mlp_only(cfg)
+        total, weights, _ = cls._totals(cfg, info)
+        zeros = cfg.model.sparsity * total
+        return total - zeros if metric == "params_trainable" else weights - zeros
+
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        """model.sparsity for the sampled hidden shape, and model.initial_sparsity drawing exactly those zeros at
+        init (ceil(s0 n) per layer, as `build`): the network starts at its budget and the feedback keeps it there.
+        Our choice where the sampled shape cannot hold the budget (fewer parameters than it, or the biases and
+        BatchNorm alone above it): every hidden layer at the width that holds it at the paper's s* = 0.8."""
+        mlp_only(cfg)
+
+        def zeros_needed(c):
+            total, weights, _ = cls._totals(c, info)
+            return (total if metric == "params_trainable" else weights) - budget, weights
+
+        z, weights = zeros_needed(cfg)
+        if not 0 < z < weights:
+            at_paper = cfg.replace(**{"model.sparsity": 0.8})
+            size = lambda w: cls.deployed_size(with_hidden(at_paper, uniform_hidden(cfg.model.hidden, w)), info, metric)  # noqa: E731
+            cfg = with_hidden(cfg, uniform_hidden(cfg.model.hidden, solve_width(size, budget, f"lp_sphere network ({metric})")))
+            z, weights = zeros_needed(cfg)
+            if not 0 < z < weights:
+                raise BudgetError(f"budget {budget:g} {metric}: lp_sphere cannot mask its way there: unreachable")
+        total, _, layers = cls._totals(cfg, info)
+        drawn = lambda s0: sum(math.ceil(s0 * n) for n in layers)  # noqa: E731
+        s0 = solve_knob(drawn, z, 0.0, 1.0 - 1e-12)
+        s0 = min(s0, math.nextafter(1.0, 0.0))
+        zeros = drawn(s0)
+        if not 0 < zeros < total:
+            raise BudgetError(f"budget {budget:g} {metric}: lp_sphere would mask {zeros} of {total} parameters: unreachable")
+        return cfg.replace(**{"model.initial_sparsity": s0, "model.sparsity": zeros / total})
 
     # ---- schedule
     def _epoch(self, step: int) -> int:

@@ -18,6 +18,7 @@ Options and the known unknowns of Paper B: docs/methods.md ("fixprob, set, set_n
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,8 @@ from torch import nn
 
 from ..core.method import Method
 from ..core.config import ConfigError, spec
-from ._mlp import MLPConfig
+from ._mlp import MLPConfig, mlp_only, uniform_hidden, with_hidden
+from ..core.budget import BudgetError, chain, solve_knob, solve_width
 from ..nn.layers import MaskedLinear
 from ..nn.models import MLP
 from ..core.registry import register_method
@@ -123,6 +125,55 @@ class FixProb(Method):
             return layer
 
         return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
+
+    # ---- budget (issue 16): the ER epsilon for the sampled hidden shape
+    @classmethod
+    def final_widths(cls, cfg) -> tuple[int, ...]:
+        """Hidden widths of the deployed network (SET and FixProb never remove a unit)."""
+        return tuple(cfg.model.hidden)
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        """Expected size: each sparse layer keeps density * (its alive outputs x alive inputs) weights (the mask is
+        an ER draw, SET's regrowth keeps each layer's count: `budget`), a dense output layer all of them; every alive
+        unit keeps its bias (MaskedLinear.num_trainable)."""
+        mlp_only(cfg)
+        m = cfg.model
+        drawn = chain(info.in_features, m.hidden, info.num_classes)
+        alive = chain(info.in_features, cls.final_widths(cfg), info.num_classes)
+        n = len(drawn)
+        weights = bias = 0.0
+        for i, ((a0, b0), (a, b)) in enumerate(zip(drawn, alive)):
+            sparse = i < n - 1 or m.sparse_output
+            p = er_density(a0, b0, m.epsilon) if sparse else 1.0
+            weights += p * a * b + (cls.selection_excess(cfg, a0, b0, b, p) * a / a0 if sparse and b < b0 else 0.0)
+            bias += b if m.bias else 0
+        return weights if metric == "weights_nonzero" else weights + bias
+
+    @classmethod
+    def selection_excess(cls, cfg, n_in: int, n_out: int, kept: int, p: float) -> float:
+        """Weights the kept rows of a pruned layer hold above the mean (none: SET and FixProb prune no unit)."""
+        return 0.0
+
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        """epsilon for the sampled hidden shape. Our choice where that shape cannot hold the budget (denser than
+        dense, or its dense output layer alone above it): every hidden layer at the width whose dense network has
+        twice the budget, so the sparse layers sit near density 1/2, then epsilon."""
+        mlp_only(cfg)
+        widths = chain(info.in_features, cfg.model.hidden, info.num_classes)
+        eps_max = max(a * b / (a + b) for a, b in widths)   # density 1 in every layer (er_density caps at 1)
+        size = lambda c, e: cls.deployed_size(c.replace(**{"model.epsilon": e}), info, metric)  # noqa: E731
+        lo, hi = 1e-9 * eps_max, eps_max
+        if not size(cfg, lo) <= budget <= size(cfg, hi):
+            dense = lambda w: size(with_hidden(cfg, uniform_hidden(cfg.model.hidden, w)), eps_max * 1e6)  # noqa: E731
+            cfg = with_hidden(cfg, uniform_hidden(cfg.model.hidden, solve_width(dense, 2 * budget, f"{cls.name} network")))
+            widths = chain(info.in_features, cfg.model.hidden, info.num_classes)
+            lo, hi = 1e-9 * eps_max, max(a * b / (a + b) for a, b in widths)
+            if size(cfg, lo) > budget * 1.05:
+                raise BudgetError(f"budget {budget:g} {metric}: below {cls.name}'s smallest network "
+                                  f"({size(cfg, lo):g}, its dense output layer and biases): unreachable")
+        return cfg.replace(**{"model.epsilon": solve_knob(lambda e: size(cfg, e), budget, lo, hi)})
 
     def state_dict(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state()}
@@ -245,6 +296,42 @@ class SetNeuron(SET):
     def schedule(cfg) -> list[int]:
         """Epochs after which a pruning round runs (never after the last epoch: nothing would retrain)."""
         return list(range(cfg.model.prune_start, cfg.train.epochs, cfg.model.prune_every))
+
+    # Budget (issue 16): epsilon as SET, counted after the last pruning round. The prune_target rule leaves
+    # round(H (1 - target)) units of an H-unit layer (`choose`), so the deployed shape is known in closed form; the
+    # percentile rule's count depends on ties, so budgets need a target (Paper B's ~50% where none is set).
+    @classmethod
+    def final_widths(cls, cfg) -> tuple[int, ...]:
+        t = cfg.model.prune_target
+        if not t:
+            raise BudgetError("model.prune_target=0 (the percentile rule): set_neuron is sized in closed form only "
+                              "with a pruning target; set model.prune_target in (0, 1)")
+        return tuple(round(h * (1 - t) ** 1.0) for h in cfg.model.hidden)
+
+    @classmethod
+    def selection_excess(cls, cfg, n_in: int, n_out: int, kept: int, p: float) -> float:
+        """The units kept are those of largest importance sum |w_in|, i.e. mostly those with more connections: a row's
+        count k ~ Bin(n_in, p) (mean mu, sd sigma), and the top q = kept / n_out of rows by importance hold, in a
+        normal approximation, mu + rho sigma phi(z) / q each (z = Phi^-1(1 - q), the truncated-normal mean), with
+        rho the correlation of k with sum |w| at the initial draw: rho^2 = (1 - p) / ((1 - p) + c), c = var|w| /
+        E|w|^2 (1/3 for a uniform draw, 1 - 2/pi over 2/pi for a normal one). An in_out importance mixes in the
+        outgoing weights, which the formula ignores (our approximation; the trial's measured size decides)."""
+        if not 0 < p < 1 or kept <= 0 or cfg.model.importance != "in":
+            return 0.0
+        q = kept / n_out
+        if q >= 1:
+            return 0.0
+        c = (1 - 2 / math.pi) / (2 / math.pi) if cfg.model.init == "normal" else 1 / 3
+        rho = math.sqrt((1 - p) / ((1 - p) + c))
+        sigma = math.sqrt(n_in * p * (1 - p))
+        z = statistics.NormalDist().inv_cdf(1 - q)
+        return kept * rho * sigma * math.exp(-z * z / 2) / math.sqrt(2 * math.pi) / q
+
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        if not cfg.model.prune_target:
+            cfg = cfg.replace(**{"model.prune_target": 0.5})   # Paper B (arXiv 1906.11626 abstract): "about 50%"
+        return super().fit_budget(cfg, info, budget, metric)
 
     @classmethod
     def check(cls, cfg) -> None:

@@ -18,10 +18,57 @@ from torch import nn
 
 from ..core.method import Method
 from ..core.config import ConfigError, RunConfig, spec
-from ._mlp import MLPShapeConfig
+from ._mlp import MLPShapeConfig, fit_width, uniform_hidden, with_hidden
+from ..core.budget import chain, solve_knob, solve_width
 from ..nn.models import MLP
 from ..core.registry import register_method
 from ..nn.spectral_layers import SINGLE_SET, VARIANTS, DenseSparseLinear, SpectralLinear
+
+
+def spectral_trainable(variant: str, n_in: int, n_out: int, qr_triangular: bool = True) -> int:
+    """Trainable scalars of a SpectralLinear without its bias (its parameters, R^T counted by its mask:
+    methods/nn/spectral_layers.py, SpectralLinear.num_trainable)."""
+    k = min(n_in, n_out)
+    if variant == "eig_out":
+        return n_out
+    if variant == "eig_out_full":
+        return n_in * n_out + n_out
+    if variant == "two_sets":
+        return n_in + n_out
+    if variant == "ssvd":
+        return k + n_in + n_out
+    if variant == "full":
+        return n_in * n_out + n_in + n_out
+    # qr: row i of the lower-trapezoidal R^T (n_out x k) holds min(i + 1, k) entries
+    rt = sum(min(i + 1, k) for i in range(n_out)) if qr_triangular else n_out * k
+    return rt + n_in + n_out
+
+
+def kept_nonzeros(n: int, sparsity: float) -> int:
+    """Entries of an n-entry W left by dynamic_sparsify: n - int(sparsity * n) (ties aside)."""
+    return n - int(sparsity * n)
+
+
+def spectral_mlp_size(cfg: RunConfig, info, metric: str, variants, sparsity: float = 0.0) -> int:
+    m = cfg.model
+    layers = chain(info.in_features, m.hidden, info.num_classes)
+    if metric == "weights_nonzero":
+        return sum(kept_nonzeros(a * b, sparsity) for a, b in layers)
+    qr_tri = getattr(m, "qr_triangular", True)
+    return sum(spectral_trainable(v, a, b, qr_tri) + (b if m.bias else 0) for v, (a, b) in zip(variants, layers))
+
+
+def fit_sparsity(method, cfg: RunConfig, info, budget: float) -> RunConfig:
+    """model.sparsity for the sampled shape so that the kept nonzeros meet `budget`; our choice where the shape has
+    fewer weights than the budget: every hidden layer at the smallest width that has them (sparsity near 0)."""
+    nonzeros = lambda c, s: method.deployed_size(c.replace(**{"model.sparsity": s}), info, "weights_nonzero")  # noqa: E731
+    if nonzeros(cfg, 0.0) < budget:
+        dense = lambda w: nonzeros(with_hidden(cfg, uniform_hidden(cfg.model.hidden, w)), 0.0)  # noqa: E731
+        w = solve_width(dense, budget, f"{method.name} network (weights_nonzero)")
+        cfg = with_hidden(cfg, uniform_hidden(cfg.model.hidden, w + (dense(w) < budget)))
+    # Nonzeros fall as the sparsity grows: solve on the kept count's negative, nondecreasing in s.
+    s = solve_knob(lambda s: -nonzeros(cfg, s), -budget, 0.0, 1.0 - 1e-9)
+    return cfg.replace(**{"model.sparsity": min(s, 1.0 - 1e-9)})
 
 
 def mlp_of(method: Method, factory) -> MLP:
@@ -76,6 +123,16 @@ class Spectral(Method):
         return mlp_of(self, lambda a, b, bias, i: SpectralLinear(a, b, variants[i], bias=bias,
                                                                  qr_triangular=m.qr_triangular))
 
+    # Budget (issue 16): the hidden width (depth and variants kept); the size is set by the shape alone.
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        return fit_width(cls, cfg, info, budget, metric)
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        m = cfg.model
+        return spectral_mlp_size(cfg, info, metric, tuple(m.layer_variants) or (m.variant,) * (len(m.hidden) + 1))
+
 
 @dataclass(frozen=True)
 class SpectralSparseConfig(MLPShapeConfig):
@@ -97,6 +154,16 @@ class SpectralSparse(Method):
         return mlp_of(self, lambda a, b, bias, i: SpectralLinear(a, b, "qr", bias=bias, sparsity=m.sparsity,
                                                                  qr_triangular=m.qr_triangular, lam_init=(1.0, 0.0)))
 
+    # Budget (issue 16): the target sparsity for weights_nonzero; the width for params_trainable, which the
+    # thresholding leaves unchanged (every spectral parameter keeps training).
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        return fit_sparsity(cls, cfg, info, budget) if metric == "weights_nonzero" else fit_width(cls, cfg, info, budget, metric)
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        return spectral_mlp_size(cfg, info, metric, ("qr",) * (len(cfg.model.hidden) + 1), cfg.model.sparsity)
+
 
 @dataclass(frozen=True)
 class DenseSparseConfig(MLPShapeConfig):
@@ -115,3 +182,16 @@ class DenseSparse(Method):
     def build(self) -> nn.Module:
         sparsity = self.cfg.model.sparsity
         return mlp_of(self, lambda a, b, bias, i: DenseSparseLinear(a, b, bias=bias, sparsity=sparsity))
+
+    # Budget (issue 16): as spectral_sparse; a dense kernel trains all its entries (its gradient is dense).
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        return fit_sparsity(cls, cfg, info, budget) if metric == "weights_nonzero" else fit_width(cls, cfg, info, budget, metric)
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        m = cfg.model
+        layers = chain(info.in_features, m.hidden, info.num_classes)
+        if metric == "weights_nonzero":
+            return sum(kept_nonzeros(a * b, m.sparsity) for a, b in layers)
+        return sum(a * b + (b if m.bias else 0) for a, b in layers)

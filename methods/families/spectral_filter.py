@@ -25,7 +25,9 @@ from torch import nn
 
 from ..core.method import Method
 from ..core.config import ConfigError, RunConfig, spec
-from ._mlp import MLPShapeConfig
+from ._mlp import MLPShapeConfig, fit_width
+from ..core.budget import BudgetError, chain
+from .spectral import spectral_trainable
 from ..nn.models import MLP
 from ..nn.node_pruning import node_scores, removal_masks
 from ..core.registry import register_method
@@ -88,6 +90,28 @@ class SpectralFilter(Method):
             raise ConfigError(f"train.epochs={cfg.train.epochs} with model.retrain_fraction={cfg.model.retrain_fraction} "
                               f"leaves no epoch for the eigenvalue-only phase before {cls.retrain_epochs(cfg)} retraining "
                               f"epoch(s); raise train.epochs or lower model.retrain_fraction")
+
+    # Budget (issue 16): the hidden width of one hidden layer, counted after the filter: the deployed network is
+    # the retrained eig_out_full net of the kept nodes. One layer (Fig. 3's 784-500-10) because the pooled
+    # ranking of several layers decides per layer only at run time how many nodes each keeps.
+    @staticmethod
+    def kept_width(width: int, prune_percent: int) -> int:
+        """Nodes left of one hidden layer: removal_masks drops round(p% * N); a layer keeps at least one."""
+        return max(1, width - round(prune_percent / 100 * width))
+
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        return fit_width(cls, cfg, info, budget, metric, depth=1)
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        m = cfg.model
+        if len(m.hidden) != 1:
+            raise BudgetError(f"model.hidden={list(m.hidden)}: spectral_filter is sized in closed form with one hidden layer")
+        layers = chain(info.in_features, (cls.kept_width(m.hidden[0], m.prune_percent),), info.num_classes)
+        if metric == "weights_nonzero":
+            return sum(a * b for a, b in layers)
+        return sum(spectral_trainable("eig_out_full", a, b) + (b if m.bias else 0) for a, b in layers)
 
     def filter_epochs(self) -> int:
         return self.cfg.train.epochs - self.retrain_epochs(self.cfg)

@@ -1,0 +1,129 @@
+"""`sparsebench search --budgets` (issue 16): bad input stops before anything starts; a tiny budget search sizes
+every trial to its cell's budget and records its feasibility; the table has a row per (method, budget)."""
+from __future__ import annotations
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from sparsebench.methods import RunConfig
+from sparsebench.methods.data import DataInfo
+from sparsebench.workflows import tracking
+from sparsebench.workflows.budgets import BudgetError, SizedDefineByRun, label, parse_budgets
+from sparsebench.workflows.cli import main
+from sparsebench.workflows.search import SearchSettings, plan
+from sparsebench.workflows.search_space import load_search_space
+
+DENSE = ["search", "--methods", "dense"]
+BAD = [
+    (DENSE + ["--budgets", "0"], "budget 0.0: must be a finite number > 0"),
+    (DENSE + ["--budgets", "-5"], "--budgets: '-5' is not a budget; give positive numbers"),
+    (DENSE + ["--budgets", "abc"], "--budgets: 'abc' is not a budget; give positive numbers"),
+    (DENSE + ["--budgets", ""], "--budgets '': empty; give positive numbers"),
+    (DENSE + ["--budgets", "2k,,8k"], "--budgets: '' is not a budget"),
+    (DENSE + ["--budgets", "2k,2000"], "budget 2000 is given twice"),
+    # digits: the output layer alone is 64 x 10 weights + 10 biases
+    (DENSE + ["--budgets", "600"], "budget 600 params_trainable is below the output layer alone on digits (64 inputs x 10 classes = 650)"),
+    (DENSE + ["--budgets", "2k", "--budget-metric", "flops"], "argument --budget-metric: invalid choice: 'flops' (choose from 'params_trainable', 'weights_nonzero')"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_bad_budget_input_exits_2_with_one_line(argv, message, capsys, in_tmp_cwd):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sparsebench: error: "), err
+    assert message in err
+    assert not ray.is_initialized()
+    assert list(in_tmp_cwd.iterdir()) == []  # no mlflow.db, no ray_results: nothing started, nothing written
+
+
+def test_python_api_checks_budgets_before_anything(in_tmp_cwd):
+    for bad, message in (((0,), "budget 0"), ((float("nan"),), "budget nan"), ((), None)):
+        s = SearchSettings(methods=("dense",), budgets=bad)
+        if message is None:   # no budgets: a plain search plan
+            assert [st.budget for st in plan(s)] == [None]
+            continue
+        with pytest.raises(BudgetError, match=message):
+            plan(s)
+    with pytest.raises(BudgetError, match="unknown budget metric 'flops'"):
+        plan(SearchSettings(methods=("dense",), budgets=(2000,), budget_metric="flops"))
+
+
+def test_parse_and_label():
+    assert parse_budgets("2k, 8000,1.5m") == (2000.0, 8000.0, 1_500_000.0)
+    assert [label(b) for b in (2000.0, 1500.0, 2_500_000.0, 32000.0, 650.0)] == ["2k", "1.5k", "2.5m", "32k", "650"]
+
+
+def test_plan_has_one_cell_per_method_and_budget_and_marks_unreachable(in_tmp_cwd):
+    s = SearchSettings(methods=("dense", "spectral"), budgets=(700, 8000), num_samples=3)
+    cells = plan(s)
+    assert [(c.method, c.budget) for c in cells] == [("dense", 700), ("dense", 8000), ("spectral", 700), ("spectral", 8000)]
+    assert len({c.name for c in cells}) == 4
+    # dense's smallest 2-layer net on digits is ~85 scalars, so 700 is reachable; the names carry the budget
+    assert all(not c.unreachable for c in cells) and cells[1].name.startswith("dense-8k-digits-")
+
+
+class _Trial:
+    """Optuna's suggest API with fixed answers (the first choice, the low end)."""
+
+    def suggest_float(self, key, low, high, log=False, step=None):
+        return low
+
+    def suggest_int(self, key, low, high, log=False, step=None):
+        return low
+
+    def suggest_categorical(self, key, choices):
+        return choices[-1]
+
+
+@pytest.mark.parametrize("method", ["dense", "set", "lp_sphere", "spectral_sparse"])
+def test_sampled_trial_is_sized_to_its_budget(method):
+    info = DataInfo("digits", (64,), 10, 1000, 200, 360, "", "test")
+    space = load_search_space(method)
+    base = {"method": method, "data.dataset": "digits", "train.epochs": 4, "train.seed": 0}
+    fn = SizedDefineByRun(space.define_by_run(base), info, 8000.0, "params_trainable")
+    trial = _Trial()
+    returned = fn(trial)
+    sampled = {p.key: p.suggest(trial) for p in space.params}
+    cfg = RunConfig.from_flat(space.decode({**sampled, **returned}))   # OptunaSearch's merge: returned keys win
+    from sparsebench.methods import get_method
+    size = get_method(method).deployed_size(cfg, info, "params_trainable")
+    assert abs(size - 8000) <= 0.05 * 8000, (method, size)
+
+
+
+
+@pytest.fixture
+def ray_session():
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_budget_search_sizes_trials_and_tables_per_cell(in_tmp_cwd, ray_session, capsys):
+    argv = ["search", "--methods", "dense,set", "--dataset", "digits", "--num-samples", "2", "--epochs", "2",
+            "--budgets", "2k,8k", "--max-concurrent", "2", "--seed", "3", "--final-seeds", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("search/digits")
+    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'parent'")
+    assert sorted((p.data.tags["method"], p.data.tags["budget"]) for p in parents) == [
+        ("dense", "2000"), ("dense", "8000"), ("set", "2000"), ("set", "8000")]
+    trials = client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'trial'")
+    assert len(trials) == 8    # the same number of trials in every cell
+    for run in trials:
+        budget = float(run.data.tags["budget"])
+        size = run.data.metrics["params_trainable"]
+        assert run.data.metrics["budget_feasible"] == float(abs(size - budget) <= 0.05 * budget)
+        assert abs(size - budget) <= 0.05 * budget, (run.data.tags["method"], budget, size)
+    table = [line for line in out.splitlines() if line.startswith("| search/digits")]
+    assert len(table) == 4 and {line.split("|")[4].strip() for line in table} == {"2000", "8000"}
+    # The final stage: each cell's best config over 2 seeds, in the method x budget table (Welch's t-test verdicts)
+    cells = [line.split("|") for line in out.splitlines() if line.startswith("| digits ")]
+    assert sorted((c[3].strip(), c[2].strip()) for c in cells) == [("dense", "2000"), ("dense", "8000"),
+                                                                    ("set", "2000"), ("set", "8000")]
+    assert all(c[4].strip().endswith("(2)") for c in cells)
+    assert {c[9].strip() for c in cells} <= {"winner", "tie", ""}
