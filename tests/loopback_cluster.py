@@ -292,6 +292,10 @@ class Holds:
         """Trial id -> epoch of the latest checkpoint the driver registered."""
         return self._marks(".saved")
 
+    def reported(self) -> dict[str, int]:
+        """Trial id -> epoch of the latest result the driver processed."""
+        return self._marks(".reported")
+
     def ready(self, count: int):
         """The held trials whose hold-point checkpoint the driver registered, when there are `count`."""
         saved = self.saved()

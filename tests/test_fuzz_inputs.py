@@ -180,10 +180,14 @@ def test_a_mutated_protocol_file_is_accepted_or_refused_in_one_line(stopped, cut
 flag_values = (st.sampled_from(["0", "-1", "1", "2", "1e9", "99999999999999999999", "nan", "inf", "-inf", "0.5", "1,2",
                                 "", " ", "all", "dense", "dense,", ",", "dense,dense", "digits", "nonsense", "\x00",
                                 "--epochs", "65536", "0x10"]) | st.text(max_size=8))
+# Budgets (docs/search.md): lists with suffixes, near misses and the size metrics' names.
+budget_values = (st.lists(st.sampled_from(["2k", "8k", "32k", "2000", "0", "-5", "abc", "", "1.5k", "2K", "1e3", "600",
+                                           "99999999999k"]), max_size=4).map(",".join)
+                 | st.sampled_from(["params_trainable", "weights_nonzero", "flops", "PARAMS"]))
 search_flags = st.dictionaries(
     st.sampled_from(["--methods", "--dataset", "--num-samples", "--epochs", "--seed", "--grace-period", "--final-seeds",
                      "--cpus-per-trial", "--gpus-per-trial", "--max-concurrent", "--checkpoint-seconds",
-                     "--experiment"]), flag_values, max_size=4)
+                     "--experiment", "--budgets", "--budget-metric"]), flag_values | budget_values, max_size=4)
 
 
 @FUZZ

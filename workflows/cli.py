@@ -315,7 +315,10 @@ def cmd_server(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGUSR2"):  # `kill -USR2 <pid>`: every thread's stack on stderr, the process runs on
         # (not SIGUSR1: Ray Tune takes that one to end a run, ray/tune/tune.py)
-        faulthandler.register(signal.SIGUSR2, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
+        except (AttributeError, ValueError, OSError):  # no real stderr (embedded, redirected): no dump, nothing else
+            pass
     try:
         check_discovery()  # a broken $SPARSEBENCH_METHOD_PATH file: one line, before anything else
         args = build_parser().parse_args(argv)

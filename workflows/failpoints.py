@@ -12,7 +12,8 @@ A trial reaching that epoch reports it with a checkpoint (so the epoch it resume
 `<trial id>.held`, and waits until `<trial id>.release` or `all.release` exists. A trial that held once never
 holds again (a retry or a restored trial runs on). The driver writes `<trial id>.saved` (the epoch) once Tune has
 registered the trial's checkpoint and saved its experiment state (HoldCallback.on_trial_save, which Tune calls
-after both: ray/tune/execution/tune_controller.py, `_on_saving_result`). Unarmed, each call is one dict lookup.
+after both: ray/tune/execution/tune_controller.py, `_on_saving_result`), and `<trial id>.reported` (the epoch) for
+every result it processed. Unarmed, each call is one dict lookup.
 """
 from __future__ import annotations
 
@@ -56,10 +57,15 @@ def wait(trial_id: str, epoch: int) -> None:
 
 
 class HoldCallback(tune.Callback):
-    """Driver side: `<trial id>.saved` holds the epoch of the trial's latest registered checkpoint."""
+    """Driver side: `<trial id>.saved` holds the epoch of the trial's latest registered checkpoint, and
+    `<trial id>.reported` the epoch of the latest result the driver processed. Tests read these, not Tune's
+    result.json, which Tune writes through a buffered file (a line shows up kilobytes or a trial's end later)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        _write(self.folder / f"{trial.trial_id}.reported", str(result.get("epoch", 0)))
 
     def on_trial_save(self, iteration, trials, trial, **info) -> None:
         _write(self.folder / f"{trial.trial_id}.saved", str((trial.last_result or {}).get("epoch", 0)))
