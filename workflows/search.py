@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from sparsebench.methods import RunConfig
-from sparsebench.methods.data import load_dataset
+from sparsebench.methods.data import dataset_label, file_digest, list_datasets, load_dataset
 
 from . import tracking
 from .runner import RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, under_parent
@@ -32,7 +33,9 @@ METRIC, MODE = "val_acc", "max"
 @dataclass(frozen=True, kw_only=True)
 class SearchSettings(RunnerSettings):
     methods: tuple[str, ...]
-    dataset: str = "digits"
+    dataset: str = "digits"          # a registered name, or a file / image folder (absolute: Ray workers chdir)
+    target: str = ""                 # the label column of a table dataset (default: its last column)
+    test_dataset: str = ""           # a file holding the test split (default: a stratified holdout)
     num_samples: int = 8
     epochs: int = 10
     seed: int = 0
@@ -51,30 +54,50 @@ class Study:
 
 
 def experiment_name(s: SearchSettings) -> str:
-    return s.experiment or f"search/{s.dataset}"
+    return s.experiment or f"search/{dataset_label(s.dataset)}"
+
+
+def data_path(text: str) -> str:
+    """A registered name as it is; a file or folder as an absolute path, since Ray Tune runs each trial in a
+    working directory of its own (a relative path would not be found there)."""
+    return text if not text or text in list_datasets() else str(Path(text).expanduser().resolve())
+
+
+def data_identity(base: dict[str, Any]) -> dict[str, Any]:
+    """`base` with each data file replaced by the sha256 of its content: the same file in another place is the
+    same study, a changed file a new one (methods/data/files.py file_digest)."""
+    out = dict(base)
+    for key in ("data.dataset", "data.test_dataset"):
+        if out.get(key) and out[key] not in list_datasets():
+            out[key] = "sha256:" + file_digest(out[key])
+    return out
 
 
 def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchSettings) -> str:
     # The MLflow store and experiment are part of the identity: the same search logged elsewhere is another study.
-    ident = {"space": space.fingerprint(), "base": base, "num_samples": s.num_samples, "seed": s.seed,
+    ident = {"space": space.fingerprint(), "base": data_identity(base), "num_samples": s.num_samples, "seed": s.seed,
              "asha": [s.grace_period, s.reduction_factor], "metric": METRIC,
              "tracking_uri": s.uri, "experiment": experiment_name(s)}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"{method}-{base['data.dataset']}-{digest}"
+    return f"{method}-{dataset_label(base['data.dataset'])}-{digest}"
 
 
 def plan(s: SearchSettings) -> list[Study]:
     """Validate everything the search needs, before Ray starts: methods, spaces, dataset (loaded once),
     storage and the MLflow store."""
-    studies = []
+    planned = []
     for method in s.methods:
         space = load_search_space(method, s.search_space or None)
-        base = {"method": method, "data.dataset": s.dataset, "train.epochs": s.epochs, "train.seed": s.seed}
+        base = {"method": method, "data.dataset": data_path(s.dataset), "train.epochs": s.epochs, "train.seed": s.seed,
+                # only when given, so that the study names of the built-in sets do not change
+                **{k: v for k, v in (("data.target", s.target), ("data.test_dataset", data_path(s.test_dataset))) if v}}
         # Every value the command line sets must make a valid config together with the space's fixed values.
         RunConfig.from_flat({**space.fixed, **base})
-        studies.append(Study(method, space, base, study_name(method, space, base, s)))
-    # Loads (downloading on first use) and verifies the data: a missing or corrupt file fails here.
-    load_dataset(RunConfig.from_flat({**studies[0].space.fixed, **studies[0].base}).data, "cpu")
+        planned.append((method, space, base))
+    # Loads (downloading on first use) and verifies the data: a missing, corrupt or unusable file fails here,
+    # before the study names read a file's digest.
+    load_dataset(RunConfig.from_flat({**planned[0][1].fixed, **planned[0][2]}).data, "cpu")
+    studies = [Study(method, space, base, study_name(method, space, base, s)) for method, space, base in planned]
     check_stores(s)
     return studies
 
@@ -87,7 +110,7 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
     exp_id = tracking.get_or_create_experiment(c, experiment)
     parent = tracking.start_parent_run(
         c, exp_id, study.name, run_name=f"{study.method}-search",
-        tags={"method": study.method, "dataset": s.dataset, "stage": "search"},
+        tags={"method": study.method, "dataset": study.base["data.dataset"], "stage": "search"},
         params={"num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed, "search_space": study.space.source,
                 "space": json.dumps(study.space.fingerprint(), sort_keys=True), "scheduler": "asha",
                 "asha.grace_period": s.grace_period, "asha.reduction_factor": s.reduction_factor,
@@ -151,6 +174,6 @@ def search(s: SearchSettings, studies: list[Study] | None = None, echo: bool = T
     out = []
     for study in studies:
         if echo:
-            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on {s.dataset}", flush=True)
+            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on {dataset_label(s.dataset)}", flush=True)
         out.append(run_study(study, s, echo=echo))
     return out

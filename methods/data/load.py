@@ -48,11 +48,11 @@ def load_dataset(cfg: DataSpec, device: torch.device | str = "cpu", root: Path |
     t = torch.from_numpy
     ds = Dataset(t(np.ascontiguousarray(x_train)), t(y_tr[train_idx]), t(np.ascontiguousarray(x_val)),
                  t(y_tr[val_idx]), t(np.ascontiguousarray(x_te)), t(np.ascontiguousarray(y_te)),
-                 DataInfo(_name(cfg.dataset), tuple(x_tr.shape[1:]), num_classes, len(train_idx), n_val, len(x_te), checksum, source))
+                 DataInfo(dataset_label(cfg.dataset), tuple(x_tr.shape[1:]), num_classes, len(train_idx), n_val, len(x_te), checksum, source))
     return ds.to(device)
 
 
-def _name(dataset: str) -> str:
+def dataset_label(dataset: str) -> str:
     """A registered name as it is; a file by its name (the place it lies is not part of the data)."""
     return dataset if dataset in list_datasets() else Path(dataset).name
 
