@@ -175,3 +175,13 @@ def test_unknown_name_and_file_options_on_a_built_in_set():
         load_dataset(DataConfig(dataset="mnsit"))
     with pytest.raises(DatasetError, match=r"data.target='x' is for a dataset given as a file; 'digits' is a built-in"):
         load_dataset(DataConfig(dataset="digits", target="x"))
+
+
+def test_a_scikit_feature_file_given_as_a_path_is_the_built_in_set(shared_datasets, monkeypatch, tmp_path):
+    """The same .mat read as a user file and as the registered set: the same arrays and split (one holdout rule)."""
+    monkeypatch.setenv("SPARSEBENCH_DATA", str(shared_datasets))
+    copy = tmp_path / "my_lung.mat"
+    copy.write_bytes((shared_datasets / "scikit-feature" / "lung_small.mat").read_bytes())
+    a, b = load_dataset(DataConfig(dataset=str(copy))), load_dataset(DataConfig(dataset="lung_small"))
+    assert a.info.checksum == b.info.checksum and a.info.name == "my_lung.mat"
+    assert all(bool((getattr(a, k) == getattr(b, k)).all()) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))

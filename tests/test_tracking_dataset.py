@@ -57,3 +57,15 @@ def test_a_built_in_set_names_its_provenance(tmp_path):
     assert (d.name, d.source_type) == ("digits", "code")
     assert json.loads(d.source)["tags"]["provenance"] == ds.info.source
     assert json.loads(json.loads(d.schema)["mlflow_tensorspec"]["features"])[0]["tensor-spec"]["shape"] == [-1, 1, 8, 8]
+
+
+def test_experiments_open_in_the_model_training_view(tmp_path):
+    c = tracking.client(f"sqlite:///{tmp_path / 'm.db'}")
+    new = tracking.get_or_create_experiment(c, "search/new")
+    assert c.get_experiment(new).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    old = c.create_experiment("search/old")             # as an older sparsebench made it: tagged when reused
+    mine = c.create_experiment("search/mine", tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    tracking.get_or_create_experiment(c, "search/old")
+    tracking.get_or_create_experiment(c, "search/mine")
+    assert c.get_experiment(old).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert c.get_experiment(mine).tags[tracking.EXPERIMENT_KIND_TAG] == "genai_development"  # the user's choice

@@ -79,13 +79,21 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+# The MLflow 3 UI opens an experiment by this tag: "custom_model_development" is the model-training runs table,
+# "genai_development" the Traces/Judges view (the values of mlflow's ExperimentKind in its UI code and its
+# mlflow-onboarding skill, mlflow/assistant/skills/mlflow-onboarding/SKILL.md). Untagged, the UI guesses.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def get_or_create_experiment(c: MlflowClient, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older sparsebench; a kind the user chose is kept
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
-    return c.create_experiment(name)
+    return c.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def _git_info() -> dict[str, str]:
