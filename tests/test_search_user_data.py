@@ -77,3 +77,20 @@ def test_bad_file_exits_2_with_one_line_and_writes_nothing(case, capsys, in_tmp_
     assert err.count("\n") == 1 and err.startswith("sparsebench: error: ") and message in err, err
     assert not ray.is_initialized()
     assert sorted(in_tmp_cwd.iterdir()) == before  # no mlflow.db, no ray_results
+
+
+def test_a_protocol_names_a_file_relative_to_itself(tmp_path):
+    from sparsebench.workflows.protocol import ProtocolError, load_paper
+
+    (tmp_path / "data").mkdir()
+    _table().to_csv(tmp_path / "data" / "mine.csv", index=False)
+    doc = ("paper: mine\ntitle: my data\narxiv: null\nexperiments:\n  - name: e\n    dataset: data/mine.csv\n"
+           "    epochs: 1\n    seeds: 1\n    metric: test_acc\n    data: {data.target: klass}\n    methods:\n      dense: {}\n")
+    (tmp_path / "mine.yaml").write_text(doc)
+    (exp,) = load_paper(tmp_path / "mine.yaml").experiments
+    assert exp.datasets == (str(tmp_path / "data" / "mine.csv"),)
+    cfg = exp.cells("mine")[0].config()
+    assert (cfg.data.dataset, cfg.data.target) == (str(tmp_path / "data" / "mine.csv"), "klass")
+    (tmp_path / "mine.yaml").write_text(doc.replace("data/mine.csv", "data/gone.csv"))
+    with pytest.raises(ProtocolError, match=r"mine.yaml: experiment e: dataset 'data/gone.csv': .*gone.csv: no such file"):
+        load_paper(tmp_path / "mine.yaml")
