@@ -185,3 +185,13 @@ def test_a_scikit_feature_file_given_as_a_path_is_the_built_in_set(shared_datase
     a, b = load_dataset(DataConfig(dataset=str(copy))), load_dataset(DataConfig(dataset="lung_small"))
     assert a.info.checksum == b.info.checksum and a.info.name == "my_lung.mat"
     assert all(bool((getattr(a, k) == getattr(b, k)).all()) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
+
+
+def test_a_file_larger_than_the_free_memory_is_refused(tmp_path, monkeypatch):
+    import sparsebench.methods.data.files as files
+
+    _frame().to_csv(tmp_path / "big.csv", index=False)
+    assert files.available_memory() > 0
+    monkeypatch.setattr(files, "available_memory", lambda: 100)  # bytes: less than the file
+    with pytest.raises(DatasetError, match=r"big.csv: the file \([0-9.]+ MiB\) is larger than the free memory \(0.0 MiB\)"):
+        load_dataset(DataConfig(dataset=str(tmp_path / "big.csv")))

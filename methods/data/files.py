@@ -163,11 +163,20 @@ def check_path(path: Path) -> None:
         raise DatasetError(f"{path}: unknown format {path.suffix or '(no suffix)'!r}; allowed: {formats_help()}")
     size, free = path.stat().st_size, available_memory()
     if free is not None and size > free:
-        raise DatasetError(f"{path}: the file ({size / 2**30:.1f} GiB) is larger than the free memory "
-                           f"({free / 2**30:.1f} GiB); it is read whole")
+        raise DatasetError(f"{path}: the file ({size / 2**20:.1f} MiB) is larger than the free memory "
+                           f"({free / 2**20:.1f} MiB); it is read whole")
 
 
 def available_memory() -> int | None:
+    """Bytes the system can give without swapping: Linux's MemAvailable (free memory plus reclaimable page cache),
+    else the free pages; None where neither is known (then no check)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on every platform
