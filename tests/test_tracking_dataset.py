@@ -69,3 +69,9 @@ def test_experiments_open_in_the_model_training_view(tmp_path):
     tracking.get_or_create_experiment(c, "search/mine")
     assert c.get_experiment(old).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert c.get_experiment(mine).tags[tracking.EXPERIMENT_KIND_TAG] == "genai_development"  # the user's choice
+
+
+def test_runs_carry_their_source_for_the_ui():
+    tags = tracking.env_tags()
+    assert tags["mlflow.source.name"] == tags["command"] and tags["mlflow.source.type"] == "LOCAL"
+    assert tags.get("mlflow.source.git.commit", "unknown") == tags["git.commit"]

@@ -121,6 +121,11 @@ def _versions() -> dict[str, str]:
 
 def env_tags() -> dict[str, str]:
     tags = {**_git_info(), **_versions(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000]}
+    # MLflow's own source tags (mlflow/utils/mlflow_tags.py MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE,
+    # MLFLOW_GIT_COMMIT), which the UI's Source column and run page read: the command and the commit.
+    tags.update({"mlflow.source.name": tags["command"], "mlflow.source.type": "LOCAL"})
+    if tags["git.commit"] != "unknown":
+        tags["mlflow.source.git.commit"] = tags["git.commit"]
     tags.update({f"driver.{k}": v for k, v in hardware().items()})
     return tags
 
