@@ -7,7 +7,7 @@ first problem as one line naming the file, the experiment and the key. Schema:
     paper: <file stem>   title: ...   arxiv: "NNNN.NNNNN"   notes: ... (optional)
     experiments:
       - name: unique id              description: ...
-        dataset: NAME | datasets: [NAME, ...]
+        dataset: NAME | datasets: [NAME, ...]      (or a file path, relative to the protocol file)
         epochs: N    seeds: N    metric: test_acc | val_acc | neuron_sparsity | ...    report: [...]
         sweep: {flat.key: [v1, v2, ...]}      (optional; one key; every arm runs at every value)
         data: {data.*: ...}  common: {...}    (flat keys every arm gets)
