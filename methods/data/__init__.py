@@ -2,7 +2,8 @@
 
 - `types`: the contract (DataInfo, Dataset, DatasetError); `registry`: name -> loader; `fetch`: canonical sources,
   download and sha256/md5 verification; `splits`: holdouts, the train/validation split, standardisation;
-  `files`: the user's own files and image folders; `load`: `load_dataset`; `augment`: on-device augmentation presets; `sources/`: one module per source family.
+  `files`: the user's own files and image folders (one reader per format); `load`: `load_dataset`; `augment`:
+  on-device augmentation presets; `sources/`: one module per source family.
 - This package imports nothing else of `methods` (tests/test_layering.py).
 """
 from . import sources  # noqa: F401  (each source module registers its datasets)
