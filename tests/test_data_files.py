@@ -173,6 +173,8 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, case):
 def test_unknown_name_and_file_options_on_a_built_in_set():
     with pytest.raises(DatasetError, match=r"unknown dataset 'mnsit'; available: .*digits.*, or a file \(.csv"):
         load_dataset(DataConfig(dataset="mnsit"))
+    with pytest.raises(DatasetError, match=r"unknown dataset ''; available"):
+        load_dataset(DataConfig(dataset=""))
     with pytest.raises(DatasetError, match=r"data.target='x' is for a dataset given as a file; 'digits' is a built-in"):
         load_dataset(DataConfig(dataset="digits", target="x"))
 

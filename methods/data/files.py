@@ -146,6 +146,8 @@ READERS: dict[str, Callable] = {".csv": read_csv, ".tsv": read_tsv, ".parquet": 
 
 def looks_like_path(text: str) -> bool:
     """Whether `data.dataset` names a file or folder rather than a registered set."""
+    if not text.strip():  # Path("") is the working directory: never read it as an image folder by accident
+        return False
     return "/" in text or os.sep in text or Path(text).suffix.lower() in READERS or Path(text).exists()
 
 
