@@ -117,3 +117,29 @@ def test_pruning_curve_reaches_mlflow_as_metrics_table_and_plot(in_tmp_cwd, ray_
     csv = (Path(client.download_artifacts(run.info.run_id, "pruning_curve.csv", str(in_tmp_cwd)))).read_text()
     assert csv.splitlines()[0] == "percent,nodes_removed,weights_nonzero,val_acc,test_acc"
     assert [line.split(",")[1] for line in csv.splitlines()[1:]] == ["0", "16", "32"]
+
+
+def test_search_on_a_csv_file_lands_in_mlflow_with_its_dataset_input(in_tmp_cwd, ray_session, capsys):
+    """`--dataset wine.csv --target class` through Ray, Optuna and MLflow: each trial run has the file as its
+    dataset input, and the experiment opens in the UI's model-training view."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame
+    wine.insert(0, "class", np.array(["c0", "c1", "c2"])[wine.pop("target")])
+    wine.to_csv(in_tmp_cwd / "wine.csv", index=False)
+    assert main(["search", "--methods", "dense", "--dataset", "wine.csv", "--target", "class", "--num-samples", "1",
+                 "--epochs", "2", "--max-concurrent", "1"]) == 0
+    assert "| search/wine.csv | dense" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("search/wine.csv")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (trial,) = _runs(client, exp.experiment_id, "trial")
+    (inp,) = client.get_run(trial.info.run_id).inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.source_type) == ("wine.csv", "local")
+    assert json.loads(inp.dataset.source)["uri"] == str(in_tmp_cwd / "wine.csv")
+    profile = json.loads(inp.dataset.profile)
+    assert profile["n_train"] + profile["n_val"] + profile["n_test"] == 178 and profile["num_classes"] == 3
+    assert trial.data.tags.get("mlflow.source.git.commit", "unknown") == trial.data.tags["git.commit"]
+    assert trial.data.params["data.target"] == "class"

@@ -30,7 +30,7 @@ LAYERS = [
 ]
 SUBLAYERS = {
     "sparsebench.methods.core": ["registry", "config", "budget", "optim", "method", "metrics", "train"],
-    "sparsebench.methods.data": ["types", "fetch", "splits", "registry", "augment", "sources", "load"],
+    "sparsebench.methods.data": ["types", "fetch", "splits", "registry", "augment", "sources", "files", "load"],
     # workflows: leaves (no workflow import) < what trials need < the driver's parts < the runner < commands < CLI.
     "sparsebench.workflows": [
         "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "plots", "protocol", "search_space", "budgets", "repro_table",

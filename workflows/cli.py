@@ -17,6 +17,8 @@ from pathlib import Path
 import sparsebench.methods as methods
 from sparsebench.methods import ConfigError, DatasetError, UnknownMethodError, list_datasets, list_methods
 from sparsebench.methods.core.budget import BUDGET_METRICS
+from sparsebench.methods.data import dataset_label, looks_like_path
+from sparsebench.methods.data.files import formats_help
 from sparsebench.methods.families import MethodPathError, check_discovery
 
 from . import catalog
@@ -116,6 +118,14 @@ def _dataset(text: str) -> str:
     return text
 
 
+def _dataset_or_file(text: str) -> str:
+    """A registered name, or a file / image folder (methods/data/files.py); plan() reads it and reports what is wrong."""
+    if text in list_datasets() or looks_like_path(text):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; available: {', '.join(list_datasets())}, "
+                                     f"or {formats_help()}")
+
+
 def runner_options(sp) -> None:
     """The options of every command that runs trials (workflows/runner.py RunnerSettings), as one group."""
     g = sp.add_argument_group("running trials")
@@ -140,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp, epochs: int, samples: int):
-        sp.add_argument("--dataset", type=_dataset, default="digits", help=f"one of {', '.join(list_datasets())}")
+        sp.add_argument("--dataset", type=_dataset_or_file, default="digits",
+                        help=f"one of {', '.join(list_datasets())}, or {formats_help()} (docs/datasets.md)")
+        sp.add_argument("--target", default="", help="label column of a CSV/TSV/Parquet --dataset (default: its last column)")
+        sp.add_argument("--test-dataset", default="", help="a file of the same kind as --dataset holding the test split "
+                                                           "(default: a stratified 1/3 holdout by data.split_seed)")
         sp.add_argument("--num-samples", type=_positive_int, default=samples, help="trials per method")
         sp.add_argument("--epochs", type=_positive_int, default=epochs, help="epochs per trial (ASHA's max_t)")
         sp.add_argument("--seed", type=_seed, default=0, help="seed of the Optuna sampler and of every trial")
@@ -204,7 +218,11 @@ def _settings(args, method_names):
 
     if getattr(args, "search_space", None) and len(method_names) > 1:
         raise UsageError("--search-space: give one method with it (it replaces that method's space)")
-    return SearchSettings(methods=tuple(method_names), dataset=args.dataset, num_samples=args.num_samples, epochs=args.epochs,
+    if (args.target or args.test_dataset) and args.dataset in list_datasets():
+        raise UsageError(f"--{'target' if args.target else 'test-dataset'} is for a --dataset given as a file; "
+                         f"{args.dataset!r} is a built-in set")
+    return SearchSettings(methods=tuple(method_names), dataset=args.dataset, target=args.target,
+                          test_dataset=args.test_dataset, num_samples=args.num_samples, epochs=args.epochs,
                           seed=args.seed, search_space=getattr(args, "search_space", None) or "",
                           experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", 1),
                           budgets=getattr(args, "budgets", None) or (),
@@ -214,7 +232,7 @@ def _settings(args, method_names):
 
 def cmd_search(args, method_names) -> int:
     from .reproduce import ReproduceSettings, final_stage
-    from .search import plan, search
+    from .search import data_path, plan, search
 
     s = _settings(args, method_names)
     studies = plan(s)  # everything is validated before Ray starts
@@ -234,11 +252,11 @@ def cmd_search(args, method_names) -> int:
           f"MLflow experiment {results[0]['experiment']!r} at {uri}")
     code = 1 if any(r["errors"] for r in results) else 0
     if getattr(args, "final_seeds", None):
-        rs = ReproduceSettings(paper=f"search-{s.dataset}", seeds=args.final_seeds, **runner_settings(args))
+        rs = ReproduceSettings(paper=f"search-{dataset_label(s.dataset)}", seeds=args.final_seeds, **runner_settings(args))
         if not any(r.get("best_config") for r in results):
             print("sparsebench: no finished trial to take a best configuration from: no final stage", file=sys.stderr)
             return 1
-        final = final_stage(results, s.dataset, args.final_seeds, rs)
+        final = final_stage(results, data_path(s.dataset), args.final_seeds, rs)
         print(f"\n### {final['title']}\n")
         print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])
         if final.get("budget_table"):
@@ -250,7 +268,7 @@ def cmd_search(args, method_names) -> int:
 
 
 def cmd_demo(args) -> int:
-    args.search_space, args.experiment = None, "demo/digits" if args.dataset == "digits" else f"demo/{args.dataset}"
+    args.search_space, args.experiment = None, f"demo/{dataset_label(args.dataset)}"
     code = cmd_search(args, list_methods())
     uri = args.tracking_uri
     ui = "sparsebench ui" + (f" --tracking-uri {uri}" if uri else "")

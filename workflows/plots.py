@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sparsebench.methods.data import dataset_label
+
 
 def pruning_curve_figure(curve: pd.DataFrame, title: str) -> Figure:
     """Accuracy vs the percentage of hidden nodes removed (one line per `<split>_acc` column)."""
@@ -60,7 +62,7 @@ def experiment_figures(exp, records) -> dict[str, Figure]:
                         ax.scatter(*zip(*pub), marker="x", color=color, label=f"{arm} (published)")
                 ax.set_xlabel("hidden nodes removed (%)")
                 ax.set_ylabel(exp.metric)
-                ax.set_title(f"{exp.name}, {ds}" + (f", {exp.sweep_key}={sweep}" if exp.sweep_key else ""), fontsize=9)
+                ax.set_title(f"{exp.name}, {dataset_label(ds)}" + (f", {exp.sweep_key}={sweep}" if exp.sweep_key else ""), fontsize=9)
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=7)
                 figs[_name(exp.name, ds, sweep if exp.sweep_key else None, "pruning")] = fig
@@ -97,7 +99,7 @@ def experiment_figures(exp, records) -> dict[str, Figure]:
             ax.set_xlabel("trainable parameters")
             ax.set_xscale("log")
         ax.set_ylabel(exp.metric)
-        ax.set_title(f"{exp.name}, {ds}", fontsize=9)
+        ax.set_title(f"{exp.name}, {dataset_label(ds)}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         figs[_name(exp.name, ds, None, "vs_" + (exp.sweep_key.split(".")[-1] if numeric else "params"))] = fig
@@ -108,4 +110,5 @@ def _name(exp: str, ds: str, sweep: str | None, what: str) -> str:
     import re
 
     tag = "" if sweep is None else "_" + re.sub(r"[^A-Za-z0-9.]+", "-", sweep).strip("-")
-    return f"{exp}_{ds}{tag}_{what}.png"
+    # a dataset given as a file is named by its file name (methods/data/load.py dataset_label), not its path
+    return f"{exp}_{dataset_label(ds)}{tag}_{what}.png"

@@ -7,7 +7,7 @@ first problem as one line naming the file, the experiment and the key. Schema:
     paper: <file stem>   title: ...   arxiv: "NNNN.NNNNN"   notes: ... (optional)
     experiments:
       - name: unique id              description: ...
-        dataset: NAME | datasets: [NAME, ...]
+        dataset: NAME | datasets: [NAME, ...]      (or a file path, relative to the protocol file)
         epochs: N    seeds: N    metric: test_acc | val_acc | neuron_sparsity | ...    report: [...]
         sweep: {flat.key: [v1, v2, ...]}      (optional; one key; every arm runs at every value)
         data: {data.*: ...}  common: {...}    (flat keys every arm gets)
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsebench.methods import ConfigError, RunConfig, list_datasets
+from sparsebench.methods import ConfigError, DatasetError, RunConfig, list_datasets
+from sparsebench.methods.data.files import check_path, formats_help, looks_like_path
 from sparsebench.methods.core.registry import UnknownMethodError, get_method
 from .yaml_input import YamlInputError, read_yaml
 
@@ -193,7 +194,7 @@ def _paper(doc: Any, path: Path) -> Paper:
     exps = doc["experiments"]
     if not isinstance(exps, list) or not exps:
         _fail(where, "experiments: expected a non-empty list")
-    parsed = [_experiment(e, f"{where}: experiment {i + 1}") for i, e in enumerate(exps)]
+    parsed = [_experiment(e, f"{where}: experiment {i + 1}", Path(path).parent) for i, e in enumerate(exps)]
     names = [e.name for e in parsed]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
@@ -207,7 +208,24 @@ def _positive_int(v: Any, where: str, key: str) -> int:
     return v
 
 
-def _experiment(e: Any, where: str) -> Experiment:
+def _dataset_ref(ds: Any, where: str, base: Path) -> str:
+    """A registered name as it is, or a file / image folder (methods/data/files.py) as an absolute path, relative to
+    the protocol file's folder (the trials run in folders of their own); a missing or unknown-format file fails here."""
+    if not isinstance(ds, str):
+        _fail(where, f"dataset: {ds!r} is not a name or a path")
+    if ds in list_datasets():
+        return ds
+    if not looks_like_path(ds):
+        _fail(where, f"unknown dataset {ds!r}; available: {', '.join(list_datasets())}, or {formats_help()}")
+    path = (base / Path(ds).expanduser()).resolve()
+    try:
+        check_path(path)
+    except DatasetError as err:
+        _fail(where, f"dataset {ds!r}: {err}")
+    return str(path)
+
+
+def _experiment(e: Any, where: str, base: Path = PAPERS_DIR) -> Experiment:
     if not isinstance(e, dict):
         _fail(where, "expected a mapping")
     if "name" not in e:
@@ -218,12 +236,9 @@ def _experiment(e: Any, where: str) -> Experiment:
         _fail(where, "give exactly one of 'dataset' and 'datasets'")
     if "datasets" in e and (not isinstance(e["datasets"], list) or not e["datasets"]):
         _fail(where, "datasets: expected a non-empty list")
-    datasets = tuple(e["datasets"]) if "datasets" in e else (e["dataset"],)
+    datasets = tuple(_dataset_ref(ds, where, base) for ds in (e["datasets"] if "datasets" in e else (e["dataset"],)))
     if len(set(datasets)) != len(datasets):
         _fail(where, f"datasets: {list(datasets)} repeats a dataset")
-    for ds in datasets:
-        if ds not in list_datasets():
-            _fail(where, f"unknown dataset {ds!r}; available: {', '.join(list_datasets())}")
     epochs, seeds = _positive_int(e["epochs"], where, "epochs"), _positive_int(e["seeds"], where, "seeds")
     if e["metric"] not in METRICS:
         _fail(where, f"metric: unknown {e['metric']!r}; allowed: {', '.join(METRICS)}")

@@ -22,7 +22,7 @@ from typing import Any
 from ray import tune
 
 from sparsebench.methods import ConfigError
-from sparsebench.methods.data import load_dataset
+from sparsebench.methods.data import dataset_label, load_dataset
 
 from . import tracking
 from .budgets import label
@@ -301,10 +301,11 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
     if not arms:
         raise ProtocolError("final stage: no finished trial to take a best configuration from")
     epochs = max(int(a.get("train.epochs", 1)) for a in arms.values())
-    exp = Experiment(name="best_configs", description=f"best configuration of each method's search on {dataset}, "
+    exp = Experiment(name="best_configs", description=f"best configuration of each method's search on {dataset_label(dataset)}, "
                      f"re-run over {seeds} seeds", datasets=(dataset,), epochs=epochs, seeds=seeds, metric="test_acc",
                      sweep_key=None, sweep_values=(), common={}, arms=arms, published=())
-    paper = Paper(f"search-{dataset}", f"Best configurations found by sparsebench search on {dataset}", None,
+    label = dataset_label(dataset)   # a file's name, not its place (a path in a folder name or title)
+    paper = Paper(f"search-{label}", f"Best configurations found by sparsebench search on {label}", None,
                   Path("search"), (exp,))
     cells = cells_of(exp, paper.id, s)
     p = Plan(paper, (exp,), {exp.name: cells}, {exp.name: cells})

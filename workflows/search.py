@@ -18,13 +18,14 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from sparsebench.methods import RunConfig
-from sparsebench.methods.data import load_dataset
+from sparsebench.methods.data import dataset_label, file_digest, list_datasets, load_dataset
 
 from . import budgets as budgeting
 from . import tracking
@@ -38,7 +39,9 @@ METRIC, MODE = "val_acc", "max"
 @dataclass(frozen=True, kw_only=True)
 class SearchSettings(RunnerSettings):
     methods: tuple[str, ...]
-    dataset: str = "digits"
+    dataset: str = "digits"          # a registered name, or a file / image folder (absolute: Ray workers chdir)
+    target: str = ""                 # the label column of a table dataset (default: its last column)
+    test_dataset: str = ""           # a file holding the test split (default: a stratified holdout)
     num_samples: int = 8
     epochs: int = 10
     seed: int = 0
@@ -62,19 +65,35 @@ class Study:
 
 
 def experiment_name(s: SearchSettings) -> str:
-    return s.experiment or f"search/{s.dataset}"
+    return s.experiment or f"search/{dataset_label(s.dataset)}"
+
+
+def data_path(text: str) -> str:
+    """A registered name as it is; a file or folder as an absolute path, since Ray Tune runs each trial in a
+    working directory of its own (a relative path would not be found there)."""
+    return text if not text or text in list_datasets() else str(Path(text).expanduser().resolve())
+
+
+def data_identity(base: dict[str, Any]) -> dict[str, Any]:
+    """`base` with each data file replaced by the sha256 of its content: the same file in another place is the
+    same study, a changed file a new one (methods/data/files.py file_digest)."""
+    out = dict(base)
+    for key in ("data.dataset", "data.test_dataset"):
+        if out.get(key) and out[key] not in list_datasets():
+            out[key] = "sha256:" + file_digest(out[key])
+    return out
 
 
 def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchSettings, budget: float | None = None) -> str:
     # The MLflow store and experiment are part of the identity: the same search logged elsewhere is another study.
-    ident = {"space": space.fingerprint(), "base": base, "num_samples": s.num_samples, "seed": s.seed,
+    ident = {"space": space.fingerprint(), "base": data_identity(base), "num_samples": s.num_samples, "seed": s.seed,
              "asha": [s.grace_period, s.reduction_factor], "metric": METRIC,
              "tracking_uri": s.uri, "experiment": experiment_name(s)}
     if budget is not None:   # only then: the names of searches without budgets stay what they were
         ident["budget"] = [budget, s.budget_metric]
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cell = "" if budget is None else f"-{budgeting.label(budget)}"
-    return f"{method}{cell}-{base['data.dataset']}-{digest}"
+    return f"{method}{cell}-{dataset_label(base['data.dataset'])}-{digest}"
 
 
 def plan(s: SearchSettings) -> list[Study]:
@@ -84,16 +103,20 @@ def plan(s: SearchSettings) -> list[Study]:
     if s.budgets:   # the Python API's values checked as the command line's are
         budgeting.check_metric(s.budget_metric)
         budgets = budgeting.check_budgets(s.budgets)
-    studies = []
+    planned = []
     for method in s.methods:
         space = load_search_space(method, s.search_space or None)
-        base = {"method": method, "data.dataset": s.dataset, "train.epochs": s.epochs, "train.seed": s.seed}
+        base = {"method": method, "data.dataset": data_path(s.dataset), "train.epochs": s.epochs, "train.seed": s.seed,
+                # only when given, so that the study names of the built-in sets do not change
+                **{k: v for k, v in (("data.target", s.target), ("data.test_dataset", data_path(s.test_dataset))) if v}}
         # Every value the command line sets must make a valid config together with the space's fixed values.
         RunConfig.from_flat({**space.fixed, **base})
-        for budget in budgets or (None,):
-            studies.append(Study(method, space, base, study_name(method, space, base, s, budget), budget))
-    # Loads (downloading on first use) and verifies the data: a missing or corrupt file fails here.
-    info = load_dataset(RunConfig.from_flat({**studies[0].space.fixed, **studies[0].base}).data, "cpu").info
+        planned.append((method, space, base))
+    # Loads (downloading on first use) and verifies the data: a missing, corrupt or unusable file fails here,
+    # before the study names read a file's digest.
+    info = load_dataset(RunConfig.from_flat({**planned[0][1].fixed, **planned[0][2]}).data, "cpu").info
+    studies = [Study(method, space, base, study_name(method, space, base, s, budget), budget)
+               for method, space, base in planned for budget in budgets or (None,)]
     if budgets:
         budgeting.check_floor(budgets, info, s.budget_metric)
         studies = [_with_reach(st, info, s.budget_metric) for st in studies]
@@ -125,7 +148,7 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
     parent = tracking.start_parent_run(
         c, exp_id, study.name, run_name=f"{study.method}-{budgeting.label(study.budget)}-search" if study.budget
         else f"{study.method}-search",
-        tags={"method": study.method, "dataset": s.dataset, "stage": "search", **budget_tags},
+        tags={"method": study.method, "dataset": study.base["data.dataset"], "stage": "search", **budget_tags},
         params={**budget_tags, "num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed, "search_space": study.space.source,
                 "space": json.dumps(study.space.fingerprint(), sort_keys=True), "scheduler": "asha",
                 "asha.grace_period": s.grace_period, "asha.reduction_factor": s.reduction_factor,
@@ -216,7 +239,7 @@ def search(s: SearchSettings, studies: list[Study] | None = None, echo: bool = T
         if echo and study.unreachable:
             print(f"[{study.method}]{at}: unreachable ({study.unreachable})", flush=True)
         elif echo:
-            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on {s.dataset}{at}",
-                  flush=True)
+            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on "
+                  f"{dataset_label(s.dataset)}{at}", flush=True)
         out.append(run_study(study, s, echo=echo))
     return out

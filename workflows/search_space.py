@@ -31,7 +31,7 @@ from sparsebench.methods.core.registry import get_method
 from .yaml_input import YamlInputError, read_yaml
 
 SEARCH_SPACE_DIR = Path(search_spaces.__file__).resolve().parent
-COMMAND_LINE_KEYS = ("method", "data.dataset", "train.epochs", "train.seed")
+COMMAND_LINE_KEYS = ("method", "data.dataset", "data.target", "data.test_dataset", "train.epochs", "train.seed")
 _TOP_KEYS = {"method", "fixed", "space"}
 _PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
                "categorical": {"type", "choices"}}

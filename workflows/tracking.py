@@ -7,7 +7,7 @@
   their results reach the driver through Tune, and `MlflowTrialCallback` (running in the driver) is the only
   writer. This keeps SQLite (one writer at a time) safe and costs no extra transfer.
 - every run logs its config (params), git commit + dirty flag, package versions, command line, dataset name
-  and checksum, and hardware.
+  and checksum, and hardware; every trial run logs its data as an MLflow dataset input (`dataset_input`).
 """
 from __future__ import annotations
 
@@ -79,13 +79,21 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+# The MLflow 3 UI opens an experiment by this tag: "custom_model_development" is the model-training runs table,
+# "genai_development" the Traces/Judges view (the values of mlflow's ExperimentKind in its UI code and its
+# mlflow-onboarding skill, mlflow/assistant/skills/mlflow-onboarding/SKILL.md). Untagged, the UI guesses.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def get_or_create_experiment(c: MlflowClient, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older sparsebench; a kind the user chose is kept
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
-    return c.create_experiment(name)
+    return c.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def _git_info() -> dict[str, str]:
@@ -113,6 +121,11 @@ def _versions() -> dict[str, str]:
 
 def env_tags() -> dict[str, str]:
     tags = {**_git_info(), **_versions(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:5000]}
+    # MLflow's own source tags (mlflow/utils/mlflow_tags.py MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE,
+    # MLFLOW_GIT_COMMIT), which the UI's Source column and run page read: the command and the commit.
+    tags.update({"mlflow.source.name": tags["command"], "mlflow.source.type": "LOCAL"})
+    if tags["git.commit"] != "unknown":
+        tags["mlflow.source.git.commit"] = tags["git.commit"]
     tags.update({f"driver.{k}": v for k, v in hardware().items()})
     return tags
 
@@ -207,6 +220,37 @@ def close_open_children(c: MlflowClient, experiment_id: str, parent_run_id: str,
         else:
             statuses[r.info.status] += 1
     return closed, statuses
+
+
+DATASET_CONTEXT = "train"  # mlflow.data.context: the data the run trained (and validated and tested) on
+
+
+def dataset_input(described: str):
+    """An MLflow dataset input (the UI's Dataset column) from `trainable.dataset_description`: name, digest (the
+    sha256 of the arrays as loaded, methods/data/splits.py arrays_checksum), source (the file, or the built-in
+    set's provenance), schema (TensorSpecs as mlflow.data.from_numpy writes them) and profile (split sizes)."""
+    import json
+
+    import numpy as np
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types.schema import Schema, TensorSpec
+
+    d = json.loads(described)
+    features = Schema([TensorSpec(np.dtype(np.float32), (-1, *d["input_shape"]))]).to_json()
+    targets = Schema([TensorSpec(np.dtype(np.int64), (-1,))]).to_json()
+    schema = json.dumps({"mlflow_tensorspec": {"features": features, "targets": targets}})
+    profile = json.dumps({k: d[k] for k in ("n_train", "n_val", "n_test", "num_classes", "checksum")})
+    if d["path"]:
+        source_type, source = "local", json.dumps({"uri": d["path"], **({"test_uri": d["test_path"]} if d["test_path"] else {})})
+    else:
+        source_type, source = "code", json.dumps({"tags": {"sparsebench.dataset": d["name"], "provenance": d["source"]}})
+    # MLflow's own digests are 8-10 hex characters (its SQL column holds at most 36); 16 of the sha256 here.
+    return DatasetInput(Dataset(d["name"], d["checksum"][:16], source_type, source, schema, profile),
+                        tags=[InputTag("mlflow.data.context", DATASET_CONTEXT)])
+
+
+def log_dataset_input(c: MlflowClient, run_id: str, described: str) -> None:
+    c.log_inputs(run_id, datasets=[dataset_input(described)])
 
 
 def set_tags(c: MlflowClient, run_id: str, tags: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ import ray
 import torch
 from ray import tune
 
-from sparsebench.methods import RunConfig, Trainer
+from sparsebench.methods import RunConfig, Trainer, list_datasets
 
 from . import failpoints
 from .checkpointing import CHECKPOINT_SECONDS, CheckpointCadence
@@ -30,6 +30,15 @@ HISTORY_KEY = "restored_history"   # the epochs a resumed trial had trained, sen
 def run_config_from(config: dict[str, Any]) -> RunConfig:
     """A Tune trial config (flat keys; search params already decoded) -> RunConfig."""
     return RunConfig.from_flat(config)
+
+
+def dataset_description(cfg: RunConfig, info) -> str:
+    """What the driver logs as the run's MLflow dataset input (tracking.dataset_input), as JSON text: a trial never
+    writes to MLflow itself, and the driver does not load the data."""
+    path = "" if cfg.data.dataset in list_datasets() else cfg.data.dataset
+    return json.dumps({"name": info.name, "checksum": info.checksum, "source": info.source, "path": path,
+                       "test_path": cfg.data.test_dataset, "input_shape": list(info.input_shape),
+                       "num_classes": info.num_classes, "n_train": info.n_train, "n_val": info.n_val, "n_test": info.n_test})
 
 
 def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
@@ -52,6 +61,7 @@ def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = C
         restored = [json.dumps([{k: v for k, v in m.items() if k != "pruning"} for m in trainer.history])]
     # Where this attempt runs: after a retry on another node the run's tags follow it (MlflowTrialCallback).
     info = {"config_hash": cfg.hash(), "dataset_checksum": trainer.data.info.checksum, "device": str(trainer.device),
+            "dataset_input": dataset_description(cfg, trainer.data.info),
             "trial.node_id": ray.get_runtime_context().get_node_id(),
             **{f"trial.{k}": v for k, v in hardware().items()}}
 

@@ -222,6 +222,9 @@ class MlflowTrialCallback(tune.Callback):
         if placed != self._placed.get(run_id):  # the first result, or the first after a retry elsewhere
             w.call(run_id, lambda: tracking.set_tags(self.client, run_id, placed))
             self._placed[run_id] = placed
+            described = result.get("dataset_input")
+            if described:  # the UI's Dataset column; MLflow keeps one input per (run, dataset digest, context)
+                w.call(run_id, lambda: tracking.log_dataset_input(self.client, run_id, described))
         if isinstance(result.get("pruning"), dict):  # the last epoch of a run with train.prune_curve
             # Before the epoch's metrics: `epoch` is what a restarted driver reads to skip logged results, so it
             # must be written last (log_pruning_curve is idempotent should this run twice).

@@ -118,11 +118,14 @@ class Section:
 @dataclass(frozen=True)
 class DataConfig(Section):
     section: ClassVar[str] = "data"
-    dataset: str = spec("digits", help="dataset name (methods.data.list_datasets())")
+    dataset: str = spec("digits", help="dataset name (methods.data.list_datasets()), or a file / image folder (docs/datasets.md)")
     val_fraction: float = spec(0.1, gt=0.0, lt=1.0, help="fraction of the training split held out for validation")
     split_seed: int = spec(0, ge=0, le=2**32 - 1, help="seed of the train/val split; fixed across trials so that their val_acc compare")
     max_train: int = spec(0, ge=0, help="use at most this many training samples (0 = all), a fixed subset per split_seed")
     max_test: int = spec(0, ge=0, help="use at most this many test samples (0 = all), a fixed random subset per split_seed")
+    # For a dataset given as a file (methods/data/files.py); empty: the defaults, so old config hashes do not change.
+    target: str = spec("", help="label column of a CSV/TSV/Parquet dataset (default: its last column)")
+    test_dataset: str = spec("", help="a file of the same kind holding the test split (default: stratified 1/3 holdout)")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ class DataSpec(Protocol):
     val_fraction: float
     max_train: int
     max_test: int
+    # read with getattr(..., ""): only for a dataset given as a file (files.py)
+    # target: str           the label column of a table (default: the last column)
+    # test_dataset: str     a file holding the test split (default: a stratified holdout)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ SCIKIT_FEATURE = MatSource(
 
 
 
-def parse_mat(raw: bytes, name: str = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
+def parse_mat(raw: bytes, name: str = "<bytes>", hint: str = "; delete it to download it again") -> tuple[np.ndarray, np.ndarray]:
     """`X` (samples x features) as float32 and `Y` (samples x 1) as int64 labels 0..C-1, in the sorted
     order of the label values (1..C -> 0..C-1, -1/1 -> 0/1)."""
     import scipy.io
@@ -77,7 +77,7 @@ def parse_mat(raw: bytes, name: str = "<bytes>") -> tuple[np.ndarray, np.ndarray
     try:
         mat = scipy.io.loadmat(io.BytesIO(raw))
     except Exception as e:  # scipy raises ValueError, TypeError, OSError, zlib.error, ... on a damaged file
-        raise DatasetError(f"{name}: not a readable MATLAB file ({one_line(e)}); delete it to download it again") from None
+        raise DatasetError(f"{name}: not a readable MATLAB file ({one_line(e)}){hint}") from None
     missing = [k for k in ("X", "Y") if k not in mat]
     if missing:
         found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
