@@ -29,9 +29,15 @@ from ..core.config import ConfigError, spec
 from ._mlp import MLPConfig
 from ..nn.layers import MaskedLinear
 from ..nn.models import MLP
+from ..nn.sparse_linear import SparseLinear
 from ..core.registry import register_method
 
 INITS = ("torch", "normal", "he_uniform", "xavier_uniform")
+SPARSE_COMPUTE = ("auto", "mask", "sparse")
+# `auto` stores a sparse layer truly sparse (methods/nn/sparse_linear.py) when its ER density is below this: the
+# measured crossover of benchmarks/sparse_compute.py (docs/sparse-compute.md) on 2 shared CPU threads, where
+# the CSR layer's forward plus backward at batch 100 took as long as the masked dense layer's.
+SPARSE_DENSITY_CROSSOVER = 0.05
 REGROW_INITS = ("zero", "normal", "he_uniform", "xavier_uniform")
 
 
@@ -85,6 +91,10 @@ class FixProbConfig(MLPConfig):
     # "torch": PyTorch's nn.Linear init, the same as `dense`, so that dense and sparse start alike;
     # "normal": N(0, 0.1^2) as the NumPy SET code (createSparseWeights).
     init: str = spec("torch", choices=INITS)
+    # "mask": a dense weight times a boolean mask (MaskedLinear); "sparse": only (rows, cols, values) on CSR
+    # kernels (SparseLinear); "auto": sparse for the layers whose ER density is below SPARSE_DENSITY_CROSSOVER.
+    sparse_compute: str = spec("mask", choices=SPARSE_COMPUTE,
+                               help="sparse layers as dense weight x mask, or truly sparse (values + indices)")
 
 
 @register_method("fixprob")
@@ -103,16 +113,24 @@ class FixProb(Method):
     def sparse_layer(self, index: int, n_layers: int) -> bool:
         return index < n_layers - 1 or self.cfg.model.sparse_output
 
+    def truly_sparse(self, density: float) -> bool:
+        """Whether a sparse layer of this ER density is stored as a SparseLinear (model.sparse_compute)."""
+        mode = self.cfg.model.sparse_compute
+        return mode == "sparse" or (mode == "auto" and density < SPARSE_DENSITY_CROSSOVER)
+
     def build(self) -> nn.Module:
         m = self.cfg.model
         widths = (self.info.in_features, *m.hidden, self.info.num_classes)
         n_layers = len(widths) - 1
 
-        def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear:
+        def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear | SparseLinear:
+            density = er_density(n_in, n_out, m.epsilon)
             if self.sparse_layer(index, n_layers):
-                mask = torch.rand(n_out, n_in, generator=self.gen) < er_density(n_in, n_out, m.epsilon)
+                mask = torch.rand(n_out, n_in, generator=self.gen) < density
             else:
                 mask = None
+            # Both representations draw the same mask and values from the same streams, so a seed gives the same
+            # network either way (tests/test_sparse_linear.py). The dense draw is transient: construction only.
             layer = MaskedLinear(n_in, n_out, bias=bias, mask=mask)
             if m.init != "torch":
                 with torch.no_grad():
@@ -120,6 +138,8 @@ class FixProb(Method):
                     layer.weight.mul_(layer.mask)
                     if layer.bias is not None:
                         layer.bias.zero_()
+            if mask is not None and density < 1.0 and self.truly_sparse(density):
+                return SparseLinear.from_dense(layer.weight, layer.mask, layer.bias)
             return layer
 
         return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
@@ -178,6 +198,46 @@ def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Ge
     return remove.view_as(m), regrown.view_as(m)
 
 
+@torch.no_grad()
+def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: torch.Generator) -> torch.Tensor:
+    """`set_evolve` on the coordinates of a SparseLinear, drawing the same random numbers, so that it picks the
+    same removals and regrowth positions as on the equivalent MaskedLinear. Returns the changed slots (bool).
+
+    Removal runs over the weights in row-major order (the order `set_evolve` sees them). A regrown connection
+    takes the slot of a removed one, so the number of slots (the budget) and the optimizer state's layout stay.
+    Regrowth draws a rank among the N - n_keep empty positions, as `set_evolve` does; rank r of the complement
+    of the sorted kept positions K is r + #{j : K_j - j <= r} (a search, not a dense candidate list).
+    """
+    order = layer.perm                      # slots in row-major order
+    v = layer.values[order]
+    flat = layer.flat_index()[order]
+    remove = v == 0
+    for sign in (1.0, -1.0):
+        idx = (v * sign > 0).nonzero().squeeze(1)
+        k = int(zeta * idx.numel())
+        if k:
+            closest = torch.topk(v[idx] * sign, k, largest=False).indices
+            remove[idx[closest]] = True
+    kept = flat[~remove]
+    n_keep = kept.numel()
+    n_new = max(0, int(layer.budget) - n_keep)
+    total = layer.in_features * layer.out_features
+    pick = torch.randperm(total - n_keep, generator=gen)[:n_new].to(kept.device)
+    shifted = kept - torch.arange(n_keep, device=kept.device)
+    new = pick + torch.searchsorted(shifted, pick, right=True)
+    values = draw_values(regrow_init, new.numel(), layer.in_features, layer.out_features, gen)
+    slots = order[remove.nonzero().squeeze(1)]
+    if slots.numel() != new.numel():  # budget == slots by construction (SparseLinear.budget)
+        raise RuntimeError(f"SET rewiring: {slots.numel()} removed slots but {new.numel()} regrown connections")
+    layer.rows[slots] = new // layer.in_features
+    layer.cols[slots] = new % layer.in_features
+    layer.values[slots] = values.to(layer.values.device, layer.values.dtype)
+    layer.rebuild_()
+    changed = torch.zeros(layer.values.numel(), dtype=torch.bool, device=layer.values.device)
+    changed[slots] = True
+    return changed
+
+
 @register_method("set")
 class SET(FixProb):
     summary = "Sparse Evolutionary Training: ER init; every epoch remove the zeta share of weights closest to zero, regrow at random"
@@ -188,7 +248,8 @@ class SET(FixProb):
         """Sparse layers whose budget leaves room to move: a layer whose ER density was capped at 1 is dense,
         and rewiring it would only re-initialise its smallest weights in place."""
         n = len(model.layers)
-        return [i for i in range(n) if self.sparse_layer(i, n) and int(model.layers[i].budget) < model.layers[i].mask.numel()]
+        return [i for i in range(n) if self.sparse_layer(i, n)
+                and int(model.layers[i].budget) < model.layers[i].in_features * model.layers[i].out_features]
 
     def after_epoch(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         if epoch >= self.cfg.train.epochs:
@@ -197,6 +258,12 @@ class SET(FixProb):
         layers = model.layers
         for i in self.evolved_layers(model):
             layer = layers[i]
+            if isinstance(layer, SparseLinear):
+                changed = sparse_set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen)
+                every = torch.ones_like(changed)
+                reset_optimizer_state(optimizer, layer.values, every if self.cfg.model.momentum_reset == "all" else changed,
+                                      every)
+                continue
             # Regrowth only between units that are alive (neuron pruning removes units for good).
             alive_in = layers[i - 1].unit_mask if i > 0 else torch.ones(layer.weight.shape[1], dtype=torch.bool,
                                                                         device=layer.weight.device)
@@ -231,6 +298,9 @@ class SetNeuronConfig(SetConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.sparse_compute == "sparse":
+            raise ConfigError("model.sparse_compute='sparse': set_neuron removes neurons through its masks; "
+                              "allowed for set_neuron: mask, auto (auto means mask here)")
         if not self.hidden:
             raise ConfigError("model.hidden=(): set_neuron prunes hidden units, give at least one hidden layer")
 
@@ -245,6 +315,9 @@ class SetNeuron(SET):
     def schedule(cfg) -> list[int]:
         """Epochs after which a pruning round runs (never after the last epoch: nothing would retrain)."""
         return list(range(cfg.model.prune_start, cfg.train.epochs, cfg.model.prune_every))
+
+    def truly_sparse(self, density: float) -> bool:
+        return False  # neuron pruning and its budget shrinking act on masks (validate refuses "sparse")
 
     @classmethod
     def check(cls, cfg) -> None:
