@@ -138,3 +138,14 @@ def test_sparse_for_set_neuron_is_refused():
         RunConfig.from_flat({"method": "set_neuron", "model.sparse_compute": "sparse"})
     with pytest.raises(ConfigError, match=r"model.sparse_compute='dense': allowed values are auto, mask, sparse"):
         RunConfig.from_flat({"method": "set", "model.sparse_compute": "dense"})
+
+
+def test_cli_refuses_sparse_compute_for_set_neuron_with_exit_2(capsys, in_tmp_cwd):
+    from sparsebench.workflows.cli import main
+
+    (in_tmp_cwd / "s.yaml").write_text("method: set_neuron\nfixed:\n  model.prune_start: 1\n  model.sparse_compute: sparse\n"
+                                       "space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n")
+    assert main(["search", "--methods", "set_neuron", "--search-space", "s.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.sparse_compute='sparse': set_neuron" in err, err
+    assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["s.yaml"]
