@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparsebench.methods import ConfigError, RunConfig, Trainer
-from sparsebench.methods.core.metrics import structure, weights_nonzero
+from sparsebench.methods.core.metrics import pruning_curve, structure, weights_nonzero
 from sparsebench.methods.nn.layers import DenseLinear, MaskedLinear
 from sparsebench.methods.nn.sparse_linear import SparseLinear, _SparseLinearFn
 
@@ -86,7 +86,9 @@ def pair(method, **flat):
 
 @pytest.mark.parametrize("method,flat", [("set", {}), ("set", {"train.optimizer": "adam", "train.lr": 0.003,
                                                                  "train.decoupled_weight_decay": 1e-3}),
-                                         ("fixprob", {"model.init": "normal"})], ids=["set-sgd", "set-adam", "fixprob"])
+                                         ("fixprob", {"model.init": "normal"}),
+                                         ("set", {"model.decor_init": "cosine", "model.decor_steps": 5})],
+                         ids=["set-sgd", "set-adam", "fixprob", "set-decor"])
 def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
     """Same seed: same ER topology, same rewiring (after epochs 1 and 2), weights within 1e-5 after 3 epochs."""
     cm, cs = pair(method, **flat)
@@ -107,6 +109,12 @@ def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
     for a, b in zip(hm, hs):
         assert a["weights_nonzero"] == b["weights_nonzero"] and a["params_trainable"] == b["params_trainable"]
         assert a["neurons_active"] == b["neurons_active"]
+        assert a["hoyer"] == pytest.approx(b["hoyer"], abs=1e-5) and a["weight_cos"] == pytest.approx(b["weight_cos"], abs=1e-5)
+    # Node pruning (connectivity scores read from the coordinates) removes the same nodes.
+    splits = {"val": (digits.x_val, digits.y_val)}
+    cm_, cs_ = pruning_curve(tm.model, splits, [0, 30, 60]), pruning_curve(ts.model, splits, [0, 30, 60])
+    assert cm_["weights_nonzero"] == cs_["weights_nonzero"] and cm_["nodes_removed"] == cs_["nodes_removed"]
+    assert cm_["val_acc"] == pytest.approx(cs_["val_acc"], abs=2 / len(digits.y_val))
 
 
 def test_resume_of_the_sparse_path_is_identical(digits, tmp_path):
