@@ -95,8 +95,10 @@ def layer_stats(layer: WeightLayer) -> dict:
         nz = v != 0
         l1 = torch.zeros(n_out, dtype=torch.float64, device=v.device).index_add_(0, rows, v.abs())
         l2 = torch.zeros(n_out, dtype=torch.float64, device=v.device).index_add_(0, rows, v * v).sqrt()
-        has_in = torch.zeros(n_out, dtype=torch.bool, device=v.device).index_fill_(0, rows[nz], True)
-        has_out = torch.zeros(n_in, dtype=torch.bool, device=v.device).index_fill_(0, cols[nz], True)
+        has_in = torch.zeros(n_out, dtype=torch.bool, device=v.device)
+        has_in[rows[nz]] = True
+        has_out = torch.zeros(n_in, dtype=torch.bool, device=v.device)
+        has_out[cols[nz]] = True
         return dict(nnz=torch.count_nonzero(nz), hoyer=hoyer_from_norms(l1, l2, n_in).mean(), has_in=has_in,
                     has_out=has_out, shape=(n_out, n_in), size=n_out * n_in)
     w = layer.effective_weight().detach()

@@ -229,8 +229,8 @@ def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: t
     slots = order[remove.nonzero().squeeze(1)]
     if slots.numel() != new.numel():  # budget == slots by construction (SparseLinear.budget)
         raise RuntimeError(f"SET rewiring: {slots.numel()} removed slots but {new.numel()} regrown connections")
-    layer.rows[slots] = new // layer.in_features
-    layer.cols[slots] = new % layer.in_features
+    layer.rows[slots] = (new // layer.in_features).to(layer.rows.dtype)
+    layer.cols[slots] = (new % layer.in_features).to(layer.cols.dtype)
     layer.values[slots] = values.to(layer.values.device, layer.values.dtype)
     layer.rebuild_()
     changed = torch.zeros(layer.values.numel(), dtype=torch.bool, device=layer.values.device)
