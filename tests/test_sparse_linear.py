@@ -157,3 +157,18 @@ def test_cli_refuses_sparse_compute_for_set_neuron_with_exit_2(capsys, in_tmp_cw
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.sparse_compute='sparse': set_neuron" in err, err
     assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["s.yaml"]
+
+
+def test_trained_sparse_layers_and_their_optimizer_state_are_o_nnz(digits):
+    tr = Trainer(small_config("set", **{"model.sparse_compute": "sparse", "model.hidden": [300, 200], "model.epsilon": 5.0,
+                                            "train.epochs": 2}),
+                 data=digits)
+    tr.fit()
+    for layer in tr.model.layers[:-1]:
+        assert isinstance(layer, SparseLinear)
+        nnz = layer.values.numel()
+        assert nnz < 0.2 * layer.in_features * layer.out_features
+        limit = max(nnz, layer.in_features, layer.out_features) + 1
+        assert all(t.numel() <= limit for t in (*layer.parameters(), *layer.buffers()))
+        momentum = tr.optimizer.state[layer.values]["momentum_buffer"]
+        assert momentum.shape == (nnz,)
