@@ -35,7 +35,7 @@ class _SparseLinearFn(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, values: torch.Tensor, layer: "SparseLinear") -> torch.Tensor:
         w = _csr(layer.crow, layer.col, values[layer.perm], (layer.out_features, layer.in_features))
         ctx.save_for_backward(x, values)
-        ctx.layer = layer
+        ctx.layer, ctx.w = layer, w
         # (W x^T)^T: CSR times dense is the kernel torch has for CPU and CUDA (dense times CSR was ~4x slower in
         # benchmarks/sparse_compute.py). The result is made row-major again: elementwise ops that draw random
         # numbers (dropout) fill in memory order, so a column-major y would get another dropout mask than the
@@ -51,8 +51,8 @@ class _SparseLinearFn(torch.autograd.Function):
             w_t = _csr(layer.crow_t, layer.col_t, values[layer.perm_t], (layer.in_features, layer.out_features))
             grad_x = torch.sparse.mm(w_t, grad_y.t()).t()
         if ctx.needs_input_grad[1]:
-            pattern = _csr(layer.crow, layer.col, torch.zeros_like(values), (layer.out_features, layer.in_features))
-            sampled = torch.sparse.sampled_addmm(pattern, grad_y.t().contiguous(), x.contiguous(), beta=0.0)
+            # W's own CSR as the pattern: with beta = 0 its values are ignored (torch.sparse.sampled_addmm docs).
+            sampled = torch.sparse.sampled_addmm(ctx.w, grad_y.t().contiguous(), x.contiguous(), beta=0.0)
             grad_values = torch.empty_like(values)
             grad_values[layer.perm] = sampled.values()
         return grad_x, grad_values, None
