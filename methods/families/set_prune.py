@@ -11,6 +11,8 @@
   hidden unit = sum of |incoming weights|, units at or below a percentile are removed with all their
   incoming and outgoing weights and their bias, and never regrown; the layer's weight budget shrinks.
 
+`model.sparse_compute` stores the ER layers as a dense weight times a mask or truly sparse (values and indices on
+CSR kernels, methods/nn/sparse_linear.py; docs/sparse-compute.md), with the same network for one seed.
 All topology randomness (ER masks, regrowth positions and values) comes from the method's own generator,
 which is checkpointed, so a resumed run rewires exactly as an uninterrupted one.
 Options and the known unknowns of Paper B: docs/methods.md ("fixprob, set, set_neuron", "Notes on reconstructions").
@@ -34,9 +36,10 @@ from ..core.registry import register_method
 
 INITS = ("torch", "normal", "he_uniform", "xavier_uniform")
 SPARSE_COMPUTE = ("auto", "mask", "sparse")
-# `auto` stores a sparse layer truly sparse (methods/nn/sparse_linear.py) when its ER density is below this: the
-# measured crossover of benchmarks/sparse_compute.py (docs/sparse-compute.md) on 2 shared CPU threads, where
-# the CSR layer's forward plus backward at batch 100 took as long as the masked dense layer's.
+# `auto` stores a sparse layer truly sparse (methods/nn/sparse_linear.py) when its ER density is below this. Measured
+# by benchmarks/sparse_compute.py (docs/sparse-compute.md; 1000 x 1000 layer, batch 100, 2 shared CPU threads): the
+# CSR layer's forward plus backward took 0.54-0.60x the masked layer's at density 0.05 in every run, and lost in
+# some runs at 0.1-0.2 (pytorch PR 51647 puts the CSR/dense crossover at 80-90% sparsity).
 SPARSE_DENSITY_CROSSOVER = 0.05
 REGROW_INITS = ("zero", "normal", "he_uniform", "xavier_uniform")
 
@@ -206,7 +209,10 @@ def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: t
     Removal runs over the weights in row-major order (the order `set_evolve` sees them). A regrown connection
     takes the slot of a removed one, so the number of slots (the budget) and the optimizer state's layout stay.
     Regrowth draws a rank among the N - n_keep empty positions, as `set_evolve` does; rank r of the complement
-    of the sorted kept positions K is r + #{j : K_j - j <= r} (a search, not a dense candidate list).
+    of the sorted kept positions K is r + #{j : K_j - j <= r} (a search, not a dense candidate list). The rank draw
+    itself is `set_evolve`'s permutation of all N - n_keep empty positions (transient O(n_in n_out) integers): the
+    price of drawing the same numbers. Regrowth ignores unit_mask: only set_neuron prunes units, and it has no
+    sparse layers (SetNeuronConfig.validate).
     """
     order = layer.perm                      # slots in row-major order
     v = layer.values[order]
