@@ -38,7 +38,7 @@ INITS = ("torch", "normal", "he_uniform", "xavier_uniform")
 SPARSE_COMPUTE = ("auto", "mask", "sparse")
 # `auto` stores a sparse layer truly sparse (methods/nn/sparse_linear.py) when its ER density is below this. Measured
 # by benchmarks/sparse_compute.py (docs/sparse-compute.md; 1000 x 1000 layer, batch 100, 2 shared CPU threads): the
-# CSR layer's forward plus backward took 0.54-0.60x the masked layer's at density 0.05 in every run, and lost in
+# CSR layer's forward plus backward took 0.36-0.60x the masked layer's at density 0.05 in every run, and lost in
 # some runs at 0.1-0.2 (pytorch PR 51647 puts the CSR/dense crossover at 80-90% sparsity).
 SPARSE_DENSITY_CROSSOVER = 0.05
 REGROW_INITS = ("zero", "normal", "he_uniform", "xavier_uniform")
