@@ -68,18 +68,44 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct.double() / max(len(x), 1)
 
 
-def hoyer_rows(w: torch.Tensor) -> torch.Tensor:
-    """Hoyer sparsity of each row of `w` (rows = output units; trailing dims flattened, e.g. conv filters)."""
-    w = w.detach().reshape(w.shape[0], -1).double()
-    d = w.shape[1]
-    l1 = w.abs().sum(1)
-    l2 = w.pow(2).sum(1).sqrt()
+def hoyer_from_norms(l1: torch.Tensor, l2: torch.Tensor, d: int) -> torch.Tensor:
+    """Hoyer sparsity of rows of length `d` with L1 norms `l1` and L2 norms `l2` (float64)."""
     zero = l2 == 0
     if d == 1:
         return zero.double()
     ratio = torch.where(zero, torch.zeros_like(l1), l1 / torch.where(zero, torch.ones_like(l2), l2))
     h = (math.sqrt(d) - ratio) / (math.sqrt(d) - 1)
     return torch.where(zero, torch.ones_like(h), h)
+
+
+def hoyer_rows(w: torch.Tensor) -> torch.Tensor:
+    """Hoyer sparsity of each row of `w` (rows = output units; trailing dims flattened, e.g. conv filters)."""
+    w = w.detach().reshape(w.shape[0], -1).double()
+    return hoyer_from_norms(w.abs().sum(1), w.pow(2).sum(1).sqrt(), w.shape[1])
+
+
+def layer_stats(layer: WeightLayer) -> dict:
+    """nnz, mean Hoyer over rows, has-incoming (per output unit) and has-outgoing (per input unit, None for a 1-D
+    weight) of a layer's effective weight, its (output units, input units) and its number of entries. A layer with `coordinates()` (a truly sparse
+    layer, methods/nn/sparse_linear.py) is measured from its (rows, cols, values) without densifying."""
+    if hasattr(layer, "coordinates"):
+        rows, cols, v = layer.coordinates()
+        n_out, n_in = layer.out_features, layer.in_features
+        v = v.double()
+        nz = v != 0
+        l1 = torch.zeros(n_out, dtype=torch.float64, device=v.device).index_add_(0, rows, v.abs())
+        l2 = torch.zeros(n_out, dtype=torch.float64, device=v.device).index_add_(0, rows, v * v).sqrt()
+        has_in = torch.zeros(n_out, dtype=torch.bool, device=v.device)
+        has_in[rows[nz]] = True
+        has_out = torch.zeros(n_in, dtype=torch.bool, device=v.device)
+        has_out[cols[nz]] = True
+        return dict(nnz=torch.count_nonzero(nz), hoyer=hoyer_from_norms(l1, l2, n_in).mean(), has_in=has_in,
+                    has_out=has_out, shape=(n_out, n_in), size=n_out * n_in)
+    w = layer.effective_weight().detach()
+    return dict(nnz=torch.count_nonzero(w), hoyer=hoyer_rows(w).mean(),
+                has_in=(w.reshape(w.shape[0], -1) != 0).any(1),
+                has_out=(w.reshape(w.shape[0], w.shape[1], -1) != 0).any(2).any(0) if w.dim() > 1 else None,
+                shape=tuple(w.shape[:2]), size=w.numel())
 
 
 def params_trainable(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
@@ -102,7 +128,8 @@ def params_trainable(model: nn.Module, optimizer: torch.optim.Optimizer | None =
 @torch.no_grad()
 def weights_nonzero(model: nn.Module) -> torch.Tensor:
     """Nonzero entries of every layer's effective weight, as a device tensor (no host sync)."""
-    return sum(torch.count_nonzero(l.effective_weight().detach()) for l in weight_layers(model))
+    return sum(layer_stats(l)["nnz"] if hasattr(l, "coordinates") else torch.count_nonzero(l.effective_weight().detach())
+               for l in weight_layers(model))
 
 
 def unit_groups(model: nn.Module, n_layers: int) -> list[tuple[list[int], list[int]]]:
@@ -116,29 +143,28 @@ def unit_groups(model: nn.Module, n_layers: int) -> list[tuple[list[int], list[i
 def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
     """Parameter, sparsity, neuron and Hoyer metrics (network-level and per layer `layer<k>/...`)."""
     layers = weight_layers(model)
-    ws = [l.effective_weight().detach() for l in layers]
+    stats = [layer_stats(l) for l in layers]
     out: dict[str, float] = {}
     # One stacked transfer to the host at the end: the per-layer counts stay on the device until then.
-    nnz = [torch.count_nonzero(w) for w in ws]
-    hoy = [hoyer_rows(w).mean() for w in ws]
-    nz_in = [(w.reshape(w.shape[0], -1) != 0).any(1) for w in ws]        # unit k of layer i has an incoming weight
-    nz_out = [(w.reshape(w.shape[0], w.shape[1], -1) != 0).any(2).any(0) if w.dim() > 1 else None for w in ws]
-    host = torch.stack([n.double() for n in nnz] + hoy).cpu().tolist()
-    nnz_h, hoy_h = host[: len(ws)], host[len(ws):]
+    nz_in = [s["has_in"] for s in stats]        # unit k of layer i has an incoming weight
+    nz_out = [s["has_out"] for s in stats]
+    host = torch.stack([s["nnz"].double() for s in stats] + [s["hoyer"] for s in stats]).cpu().tolist()
+    nnz_h, hoy_h = host[: len(stats)], host[len(stats):]
+    sizes = [s["size"] for s in stats]
 
-    dense_weights = sum(w.numel() for w in ws)
-    params_dense = dense_weights + sum(w.shape[0] for w, l in zip(ws, layers) if l.effective_bias() is not None)
-    for i, (w, n, h) in enumerate(zip(ws, nnz_h, hoy_h)):
+    dense_weights = sum(sizes)
+    params_dense = dense_weights + sum(s["shape"][0] for s, l in zip(stats, layers) if l.effective_bias() is not None)
+    for i, (size, n, h) in enumerate(zip(sizes, nnz_h, hoy_h)):
         out[f"layer{i}/weights_nonzero"] = int(n)
-        out[f"layer{i}/weight_sparsity"] = 1.0 - n / w.numel()
+        out[f"layer{i}/weight_sparsity"] = 1.0 - n / size
         out[f"layer{i}/hoyer"] = h
 
     # Hidden units, in groups written by `producers` and read by `consumers` (`unit_groups`): a unit is active when
     # some producer has a nonzero incoming weight for it and some consumer a nonzero outgoing one. The group is
     # named after its first producer, so in an MLP group i is layer i's outputs.
     active_total = hidden_total = 0
-    for producers, consumers in unit_groups(model, len(ws)):
-        units = {ws[p].shape[0] for p in producers} | {ws[c].shape[1] for c in consumers}
+    for producers, consumers in unit_groups(model, len(stats)):
+        units = {stats[p]["shape"][0] for p in producers} | {stats[c]["shape"][1] for c in consumers}
         if len(units) != 1:
             raise ValueError(f"layers {producers} write and layers {consumers} read a group of units, but their "
                              f"widths differ ({sorted(units)}): the model's unit_groups() does not fit its layers")
@@ -162,7 +188,7 @@ def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
         weight_sparsity=1.0 - weights_nonzero / dense_weights if dense_weights else 0.0,
         neurons_active=active_total,
         neuron_sparsity=1.0 - active_total / hidden_total if hidden_total else 0.0,
-        hoyer=sum(h * w.numel() for h, w in zip(hoy_h, ws)) / dense_weights if dense_weights else 0.0,
+        hoyer=sum(h * size for h, size in zip(hoy_h, sizes)) / dense_weights if dense_weights else 0.0,
     )
     return out
 

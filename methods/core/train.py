@@ -32,6 +32,7 @@ from .config import ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from .optim import PER_STEP_SCHEDULES, make_scheduler, steps_per_epoch
 from .registry import get_method
+from ..nn.sparse_linear import SparseLinear
 
 EpochCallback = Callable[[dict[str, float], "Trainer"], None]
 
@@ -111,7 +112,9 @@ class Trainer:
         # Weight matrices only (our choice: the 2019 SET-MLP code decays W; the IJCAI-2019 tutorial also decays b).
         if not self.cfg.train.decoupled_weight_decay:
             return []
-        return [p for g in self.optimizer.param_groups for p in g["params"] if p.dim() > 1]
+        # A truly sparse layer's weight matrix is its 1-D `values` (methods/nn/sparse_linear.py).
+        sparse = {id(m.values) for m in self.model.modules() if isinstance(m, SparseLinear)}
+        return [p for g in self.optimizer.param_groups for p in g["params"] if p.dim() > 1 or id(p) in sparse]
 
     def _adopt(self, model: torch.nn.Module) -> None:
         """Go on with a new network (Method.reshape): a fresh optimizer over its parameters (the authors compile a

@@ -11,6 +11,8 @@
   hidden unit = sum of |incoming weights|, units at or below a percentile are removed with all their
   incoming and outgoing weights and their bias, and never regrown; the layer's weight budget shrinks.
 
+`model.sparse_compute` stores the ER layers as a dense weight times a mask or truly sparse (values and indices on
+CSR kernels, methods/nn/sparse_linear.py; docs/sparse-compute.md), with the same network for one seed.
 All topology randomness (ER masks, regrowth positions and values) comes from the method's own generator,
 which is checkpointed, so a resumed run rewires exactly as an uninterrupted one.
 Options and the known unknowns of Paper B: docs/methods.md ("fixprob, set, set_neuron", "Notes on reconstructions").
@@ -31,9 +33,16 @@ from ._mlp import MLPConfig, mlp_only, uniform_hidden, with_hidden
 from ..core.budget import BudgetError, chain, solve_knob, solve_width
 from ..nn.layers import MaskedLinear
 from ..nn.models import MLP
+from ..nn.sparse_linear import SparseLinear
 from ..core.registry import register_method
 
 INITS = ("torch", "normal", "he_uniform", "xavier_uniform")
+SPARSE_COMPUTE = ("auto", "mask", "sparse")
+# `auto` stores a sparse layer truly sparse (methods/nn/sparse_linear.py) when its ER density is below this. Measured
+# by benchmarks/sparse_compute.py (docs/sparse-compute.md; 1000 x 1000 layer, batch 100, 2 shared CPU threads): the
+# CSR layer's forward plus backward took 0.36-0.60x the masked layer's at density 0.05 in every run, and lost in
+# some runs at 0.1-0.2 (pytorch PR 51647 puts the CSR/dense crossover at 80-90% sparsity).
+SPARSE_DENSITY_CROSSOVER = 0.05
 REGROW_INITS = ("zero", "normal", "he_uniform", "xavier_uniform")
 
 
@@ -87,6 +96,10 @@ class FixProbConfig(MLPConfig):
     # "torch": PyTorch's nn.Linear init, the same as `dense`, so that dense and sparse start alike;
     # "normal": N(0, 0.1^2) as the NumPy SET code (createSparseWeights).
     init: str = spec("torch", choices=INITS)
+    # "mask": a dense weight times a boolean mask (MaskedLinear); "sparse": only (rows, cols, values) on CSR
+    # kernels (SparseLinear); "auto": sparse for the layers whose ER density is below SPARSE_DENSITY_CROSSOVER.
+    sparse_compute: str = spec("mask", choices=SPARSE_COMPUTE,
+                               help="sparse layers as dense weight x mask, or truly sparse (values + indices)")
 
 
 @register_method("fixprob")
@@ -105,16 +118,24 @@ class FixProb(Method):
     def sparse_layer(self, index: int, n_layers: int) -> bool:
         return index < n_layers - 1 or self.cfg.model.sparse_output
 
+    def truly_sparse(self, density: float) -> bool:
+        """Whether a sparse layer of this ER density is stored as a SparseLinear (model.sparse_compute)."""
+        mode = self.cfg.model.sparse_compute
+        return mode == "sparse" or (mode == "auto" and density < SPARSE_DENSITY_CROSSOVER)
+
     def build(self) -> nn.Module:
         m = self.cfg.model
         widths = (self.info.in_features, *m.hidden, self.info.num_classes)
         n_layers = len(widths) - 1
 
-        def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear:
+        def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear | SparseLinear:
+            density = er_density(n_in, n_out, m.epsilon)
             if self.sparse_layer(index, n_layers):
-                mask = torch.rand(n_out, n_in, generator=self.gen) < er_density(n_in, n_out, m.epsilon)
+                mask = torch.rand(n_out, n_in, generator=self.gen) < density
             else:
                 mask = None
+            # Both representations draw the same mask and values from the same streams, so a seed gives the same
+            # network either way (tests/test_sparse_linear.py). The dense draw is transient: construction only.
             layer = MaskedLinear(n_in, n_out, bias=bias, mask=mask)
             if m.init != "torch":
                 with torch.no_grad():
@@ -122,6 +143,8 @@ class FixProb(Method):
                     layer.weight.mul_(layer.mask)
                     if layer.bias is not None:
                         layer.bias.zero_()
+            if mask is not None and density < 1.0 and self.truly_sparse(density):
+                return SparseLinear.from_dense(layer.weight, layer.mask, layer.bias)
             return layer
 
         return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
@@ -229,6 +252,49 @@ def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Ge
     return remove.view_as(m), regrown.view_as(m)
 
 
+@torch.no_grad()
+def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: torch.Generator) -> torch.Tensor:
+    """`set_evolve` on the coordinates of a SparseLinear, drawing the same random numbers, so that it picks the
+    same removals and regrowth positions as on the equivalent MaskedLinear. Returns the changed slots (bool).
+
+    Removal runs over the weights in row-major order (the order `set_evolve` sees them). A regrown connection
+    takes the slot of a removed one, so the number of slots (the budget) and the optimizer state's layout stay.
+    Regrowth draws a rank among the N - n_keep empty positions, as `set_evolve` does; rank r of the complement
+    of the sorted kept positions K is r + #{j : K_j - j <= r} (a search, not a dense candidate list). The rank draw
+    itself is `set_evolve`'s permutation of all N - n_keep empty positions (transient O(n_in n_out) integers): the
+    price of drawing the same numbers. Regrowth ignores unit_mask: only set_neuron prunes units, and it has no
+    sparse layers (SetNeuronConfig.validate).
+    """
+    order = layer.perm                      # slots in row-major order
+    v = layer.values[order]
+    flat = layer.flat_index()[order]
+    remove = v == 0
+    for sign in (1.0, -1.0):
+        idx = (v * sign > 0).nonzero().squeeze(1)
+        k = int(zeta * idx.numel())
+        if k:
+            closest = torch.topk(v[idx] * sign, k, largest=False).indices
+            remove[idx[closest]] = True
+    kept = flat[~remove]
+    n_keep = kept.numel()
+    n_new = max(0, int(layer.budget) - n_keep)
+    total = layer.in_features * layer.out_features
+    pick = torch.randperm(total - n_keep, generator=gen)[:n_new].to(kept.device)
+    shifted = kept - torch.arange(n_keep, device=kept.device)
+    new = pick + torch.searchsorted(shifted, pick, right=True)
+    values = draw_values(regrow_init, new.numel(), layer.in_features, layer.out_features, gen)
+    slots = order[remove.nonzero().squeeze(1)]
+    if slots.numel() != new.numel():  # budget == slots by construction (SparseLinear.budget)
+        raise RuntimeError(f"SET rewiring: {slots.numel()} removed slots but {new.numel()} regrown connections")
+    layer.rows[slots] = (new // layer.in_features).to(layer.rows.dtype)
+    layer.cols[slots] = (new % layer.in_features).to(layer.cols.dtype)
+    layer.values[slots] = values.to(layer.values.device, layer.values.dtype)
+    layer.rebuild_()
+    changed = torch.zeros(layer.values.numel(), dtype=torch.bool, device=layer.values.device)
+    changed[slots] = True
+    return changed
+
+
 @register_method("set")
 class SET(FixProb):
     summary = "Sparse Evolutionary Training: ER init; every epoch remove the zeta share of weights closest to zero, regrow at random"
@@ -239,7 +305,8 @@ class SET(FixProb):
         """Sparse layers whose budget leaves room to move: a layer whose ER density was capped at 1 is dense,
         and rewiring it would only re-initialise its smallest weights in place."""
         n = len(model.layers)
-        return [i for i in range(n) if self.sparse_layer(i, n) and int(model.layers[i].budget) < model.layers[i].mask.numel()]
+        return [i for i in range(n) if self.sparse_layer(i, n)
+                and int(model.layers[i].budget) < model.layers[i].in_features * model.layers[i].out_features]
 
     def after_epoch(self, model: MLP, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         if epoch >= self.cfg.train.epochs:
@@ -248,6 +315,12 @@ class SET(FixProb):
         layers = model.layers
         for i in self.evolved_layers(model):
             layer = layers[i]
+            if isinstance(layer, SparseLinear):
+                changed = sparse_set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen)
+                every = torch.ones_like(changed)
+                reset_optimizer_state(optimizer, layer.values, every if self.cfg.model.momentum_reset == "all" else changed,
+                                      every)
+                continue
             # Regrowth only between units that are alive (neuron pruning removes units for good).
             alive_in = layers[i - 1].unit_mask if i > 0 else torch.ones(layer.weight.shape[1], dtype=torch.bool,
                                                                         device=layer.weight.device)
@@ -282,6 +355,9 @@ class SetNeuronConfig(SetConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.sparse_compute == "sparse":
+            raise ConfigError("model.sparse_compute='sparse': set_neuron removes neurons through its masks; "
+                              "allowed for set_neuron: mask, auto (auto means mask here)")
         if not self.hidden:
             raise ConfigError("model.hidden=(): set_neuron prunes hidden units, give at least one hidden layer")
 
@@ -332,6 +408,9 @@ class SetNeuron(SET):
         if not cfg.model.prune_target:
             cfg = cfg.replace(**{"model.prune_target": 0.5})   # Paper B (arXiv 1906.11626 abstract): "about 50%"
         return super().fit_budget(cfg, info, budget, metric)
+
+    def truly_sparse(self, density: float) -> bool:
+        return False  # neuron pruning and its budget shrinking act on masks (validate refuses "sparse")
 
     @classmethod
     def check(cls, cfg) -> None:

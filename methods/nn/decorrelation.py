@@ -161,6 +161,16 @@ def decorrelate_model_(model: nn.Module, steps: int, lr: float, centred: bool = 
         if isinstance(weight, nn.Parameter) and weight.dim() >= 2:
             decorrelate_rows_(weight, steps, lr, centred=centred, mask=getattr(layer, "mask", None))
             done += 1
+        elif hasattr(layer, "coordinates"):
+            # A truly sparse layer (methods/nn/sparse_linear.py): the objective couples every pair of rows, so it
+            # runs on a transient dense copy at initialisation, the same computation as on the masked layer.
+            rows, cols, _ = layer.coordinates()
+            w = layer.effective_weight()
+            mask = torch.zeros_like(w, dtype=torch.bool).index_put_((rows, cols), torch.tensor(True, device=w.device))
+            decorrelate_rows_(w, steps, lr, centred=centred, mask=mask)
+            with torch.no_grad():
+                layer.values.copy_(w[rows, cols])
+            done += 1
     if not done and len(weight_layers(model)) > 1:
         raise ValueError(f"decorrelated initialisation: no hidden layer of {type(model).__name__} has a plain weight "
                          f"matrix to decorrelate")

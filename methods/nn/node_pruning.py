@@ -56,6 +56,9 @@ def _layer_score(layer: nn.Module, rule: str) -> torch.Tensor:
                              + (f" {layer.variant}" if isinstance(layer, SpectralLinear) else ""))
         return layer.lam_out.detach().abs()
     if rule == "connectivity":
+        if hasattr(layer, "coordinates"):  # a truly sparse layer (methods/nn/sparse_linear.py): no dense copy
+            rows, _, v = layer.coordinates()
+            return torch.zeros(layer.out_features, dtype=v.dtype, device=v.device).index_add_(0, rows, v.abs())
         w = layer.effective_weight().detach()
         return w.reshape(w.shape[0], -1).abs().sum(1)
     raise ValueError(f"unknown prune_score {rule!r}; allowed: {', '.join(SCORES)}")

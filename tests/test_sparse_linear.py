@@ -1,0 +1,174 @@
+"""Truly sparse layers (methods/nn/sparse_linear.py) and `model.sparse_compute` of set / fixprob: gradients against
+gradcheck and the masked layer, the same network as the mask path for one seed, metrics without densifying,
+resume, and the refused configs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsebench.methods import ConfigError, RunConfig, Trainer
+from sparsebench.methods.core.metrics import pruning_curve, structure, weights_nonzero
+from sparsebench.methods.nn.layers import DenseLinear, MaskedLinear
+from sparsebench.methods.nn.sparse_linear import SparseLinear, _SparseLinearFn
+
+from .conftest import small_config
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
+
+def shuffled_layer(n_in=7, n_out=5, density=0.4, dtype=torch.float64, seed=0):
+    """A SparseLinear with its slots in random order (as after rewiring) and the dense W * M it equals."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n_out, n_in, generator=g) < density
+    w = torch.randn(n_out, n_in, generator=g, dtype=dtype) * mask
+    rows, cols = mask.nonzero().unbind(1)
+    p = torch.randperm(rows.numel(), generator=g)
+    layer = SparseLinear(n_in, n_out, rows[p], cols[p], w[rows[p], cols[p]], torch.randn(n_out, generator=g, dtype=dtype))
+    return layer, w, mask
+
+
+def test_stores_only_values_and_indices():
+    layer, w, mask = shuffled_layer(n_in=300, n_out=200, density=0.03, dtype=torch.float32)
+    nnz = int(mask.sum())
+    tensors = dict(layer.named_parameters()) | dict(layer.named_buffers())
+    # Nothing of n_out x n_in size: values, two index vectors and the CSR views are O(nnz + n_out + n_in).
+    assert all(t.numel() <= nnz + 300 + 1 for t in tensors.values()), {k: t.numel() for k, t in tensors.items()}
+    assert layer.values.shape == (nnz,) and torch.equal(layer.effective_weight(), w)
+
+
+def test_gradcheck_float64():
+    layer, _, _ = shuffled_layer()
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, v: _SparseLinearFn.apply(x, v, layer), (x, layer.values))
+
+
+def test_gradients_equal_the_masked_layers_at_the_nonzeros():
+    layer, w, mask = shuffled_layer(n_in=40, n_out=30, density=0.2)
+    dense = MaskedLinear(40, 30, mask=mask).double()
+    with torch.no_grad():
+        dense.weight.copy_(w)
+        dense.bias.copy_(layer.bias)
+    x = torch.randn(16, 40, dtype=torch.float64)
+    xs, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ys, yd = layer(xs), dense(xd)
+    assert torch.allclose(ys, yd, atol=1e-12)
+    g = torch.randn_like(ys)
+    ys.backward(g)
+    yd.backward(g)
+    assert torch.allclose(xs.grad, xd.grad, atol=1e-12)
+    assert torch.allclose(layer.values.grad, dense.weight.grad[layer.rows, layer.cols], atol=1e-12)
+    assert torch.allclose(layer.bias.grad, dense.bias.grad, atol=1e-12)
+
+
+def test_metrics_read_coordinates_and_equal_the_dense_measurement():
+    layer, w, mask = shuffled_layer(n_in=50, n_out=20, density=0.1)
+    with torch.no_grad():
+        layer.values[:3] = 0.0       # stored zeros are not counted
+        layer.remove_units_(torch.arange(20) == 4)
+    dense = MaskedLinear(50, 20, mask=mask).double()
+    with torch.no_grad():
+        dense.weight.copy_(layer.effective_weight())
+    head = DenseLinear(20, 3).double()
+    sa, sb = structure(torch.nn.Sequential(layer, head)), structure(torch.nn.Sequential(dense, head))
+    for key in ("weights_nonzero", "weight_sparsity", "hoyer", "neurons_active", "layer0/neurons_no_in",
+                "layer0/neurons_no_out", "layer0/hoyer"):
+        assert sa[key] == pytest.approx(sb[key], abs=1e-12), key
+    assert sa["layer0/neurons_no_in"] >= 1   # the removed unit
+    assert int(weights_nonzero(torch.nn.Sequential(layer))) == int(torch.count_nonzero(dense.weight))
+
+
+def pair(method, **flat):
+    cfg = {"model.hidden": [64, 32], "train.epochs": 3, "model.regrow_init": "normal", **flat} if method == "set" else \
+        {"model.hidden": [64, 32], "train.epochs": 3, **flat}
+    return (small_config(method, **{**cfg, "model.sparse_compute": "mask"}),
+            small_config(method, **{**cfg, "model.sparse_compute": "sparse"}))
+
+
+@pytest.mark.parametrize("method,flat", [("set", {}), ("set", {"train.optimizer": "adam", "train.lr": 0.003,
+                                                                 "train.decoupled_weight_decay": 1e-3}),
+                                         ("fixprob", {"model.init": "normal"}),
+                                         ("set", {"model.decor_init": "cosine", "model.decor_steps": 5})],
+                         ids=["set-sgd", "set-adam", "fixprob", "set-decor"])
+def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
+    """Same seed: same ER topology, same rewiring (after epochs 1 and 2), weights within 1e-5 after 3 epochs."""
+    cm, cs = pair(method, **flat)
+    # One after the other: dropout draws from the global generator, which each Trainer seeds when it is built.
+    tm = Trainer(cm, data=digits)
+    init = [l.effective_weight().clone() for l in tm.model.layers]
+    hm = tm.fit()
+    ts = Trainer(cs, data=digits)
+    assert isinstance(ts.model.layers[0], SparseLinear) and isinstance(tm.model.layers[0], MaskedLinear)
+    assert isinstance(ts.model.layers[-1], MaskedLinear)   # the dense output layer stays as it is
+    assert all(torch.equal(w, l.effective_weight()) for w, l in zip(init, ts.model.layers))
+    hs = ts.fit()
+    for lm, ls in zip(tm.model.layers, ts.model.layers):
+        if isinstance(ls, SparseLinear):
+            topo = torch.zeros_like(lm.mask).index_put_((ls.rows, ls.cols), torch.tensor(True))
+            assert torch.equal(topo, lm.mask) and ls.values.numel() == int(lm.mask.sum())
+        assert (lm.effective_weight() - ls.effective_weight()).abs().max() < 1e-5
+    for a, b in zip(hm, hs):
+        assert a["weights_nonzero"] == b["weights_nonzero"] and a["params_trainable"] == b["params_trainable"]
+        assert a["neurons_active"] == b["neurons_active"]
+        assert a["hoyer"] == pytest.approx(b["hoyer"], abs=1e-5) and a["weight_cos"] == pytest.approx(b["weight_cos"], abs=1e-5)
+    # Node pruning (connectivity scores read from the coordinates) removes the same nodes.
+    splits = {"val": (digits.x_val, digits.y_val)}
+    cm_, cs_ = pruning_curve(tm.model, splits, [0, 30, 60]), pruning_curve(ts.model, splits, [0, 30, 60])
+    assert cm_["weights_nonzero"] == cs_["weights_nonzero"] and cm_["nodes_removed"] == cs_["nodes_removed"]
+    assert cm_["val_acc"] == pytest.approx(cs_["val_acc"], abs=2 / len(digits.y_val))
+
+
+def test_resume_of_the_sparse_path_is_identical(digits, tmp_path):
+    cfg = small_config("set", **{"model.sparse_compute": "sparse", "model.regrow_init": "normal", "train.epochs": 4})
+    full = Trainer(cfg, data=digits).fit()
+    part = Trainer(cfg, data=digits)
+    for _ in range(2):
+        part.run_epoch()
+    part.save(tmp_path / "s.pt")
+    resumed = Trainer(cfg, data=digits)
+    resumed.load(tmp_path / "s.pt")
+    rest = resumed.fit()
+    strip = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]  # noqa: E731
+    assert strip(rest) == strip(full)
+
+
+def test_auto_picks_sparse_below_the_crossover_only(digits):
+    # 64 inputs: a 64 -> 400 layer at epsilon 1 has density 0.018 (sparse), 400 -> 300 at epsilon 20 0.117 (mask).
+    tr = Trainer(small_config("set", **{"model.hidden": [400, 300], "model.epsilon": 1.0, "model.sparse_compute": "auto"}),
+                 data=digits)
+    kinds = [type(l) for l in tr.model.layers]
+    assert kinds == [SparseLinear, SparseLinear, MaskedLinear]
+    tr = Trainer(small_config("set", **{"model.hidden": [400, 300], "model.sparse_compute": "auto"}), data=digits)
+    assert [type(l) for l in tr.model.layers] == [MaskedLinear, MaskedLinear, MaskedLinear]
+
+
+def test_sparse_for_set_neuron_is_refused():
+    with pytest.raises(ConfigError, match=r"model.sparse_compute='sparse': set_neuron .* allowed for set_neuron: mask, auto"):
+        RunConfig.from_flat({"method": "set_neuron", "model.sparse_compute": "sparse"})
+    with pytest.raises(ConfigError, match=r"model.sparse_compute='dense': allowed values are auto, mask, sparse"):
+        RunConfig.from_flat({"method": "set", "model.sparse_compute": "dense"})
+
+
+def test_cli_refuses_sparse_compute_for_set_neuron_with_exit_2(capsys, in_tmp_cwd):
+    from sparsebench.workflows.cli import main
+
+    (in_tmp_cwd / "s.yaml").write_text("method: set_neuron\nfixed:\n  model.prune_start: 1\n  model.sparse_compute: sparse\n"
+                                       "space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n")
+    assert main(["search", "--methods", "set_neuron", "--search-space", "s.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.sparse_compute='sparse': set_neuron" in err, err
+    assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["s.yaml"]
+
+
+def test_trained_sparse_layers_and_their_optimizer_state_are_o_nnz(digits):
+    tr = Trainer(small_config("set", **{"model.sparse_compute": "sparse", "model.hidden": [300, 200], "model.epsilon": 5.0,
+                                            "train.epochs": 2}),
+                 data=digits)
+    tr.fit()
+    for layer in tr.model.layers[:-1]:
+        assert isinstance(layer, SparseLinear)
+        nnz = layer.values.numel()
+        assert nnz < 0.2 * layer.in_features * layer.out_features
+        limit = max(nnz, layer.in_features, layer.out_features) + 1
+        assert all(t.numel() <= limit for t in (*layer.parameters(), *layer.buffers()))
+        momentum = tr.optimizer.state[layer.values]["momentum_buffer"]
+        assert momentum.shape == (nnz,)
