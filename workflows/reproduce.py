@@ -304,8 +304,8 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
     exp = Experiment(name="best_configs", description=f"best configuration of each method's search on {dataset_label(dataset)}, "
                      f"re-run over {seeds} seeds", datasets=(dataset,), epochs=epochs, seeds=seeds, metric="test_acc",
                      sweep_key=None, sweep_values=(), common={}, arms=arms, published=())
-    label = dataset_label(dataset)   # a file's name, not its place (a path in a folder name or title)
-    paper = Paper(f"search-{label}", f"Best configurations found by sparsebench search on {label}", None,
+    name = dataset_label(dataset)   # a file's name, not its place (a path in a folder name or title)
+    paper = Paper(f"search-{name}", f"Best configurations found by sparsebench search on {name}", None,
                   Path("search"), (exp,))
     cells = cells_of(exp, paper.id, s)
     p = Plan(paper, (exp,), {exp.name: cells}, {exp.name: cells})
