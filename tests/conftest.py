@@ -63,3 +63,13 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return tmp_path
+
+
+def assert_refused(code: int, err: str, message: str, folder) -> None:
+    """A bad input's refusal (the house rule): exit 2, one line naming the value, no Ray, nothing written."""
+    import ray
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("sparsebench: error: "), err
+    assert message in err
+    assert not ray.is_initialized()
+    assert list(folder.iterdir()) == []  # no mlflow.db, no ray_results: nothing started, nothing written

@@ -14,6 +14,8 @@ from sparsebench.workflows.cli import main
 from sparsebench.workflows.search import SearchSettings, plan
 from sparsebench.workflows.search_space import load_search_space
 
+from .conftest import assert_refused
+
 DENSE = ["search", "--methods", "dense"]
 BAD = [
     (DENSE + ["--budgets", "0"], "budget 0.0: must be a finite number > 0"),
@@ -30,12 +32,8 @@ BAD = [
 
 @pytest.mark.parametrize("argv,message", BAD, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
 def test_bad_budget_input_exits_2_with_one_line(argv, message, capsys, in_tmp_cwd):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("sparsebench: error: "), err
-    assert message in err
-    assert not ray.is_initialized()
-    assert list(in_tmp_cwd.iterdir()) == []  # no mlflow.db, no ray_results: nothing started, nothing written
+    code = main(argv)
+    assert_refused(code, capsys.readouterr().err, message, in_tmp_cwd)
 
 
 def test_python_api_checks_budgets_before_anything(in_tmp_cwd):

@@ -9,6 +9,8 @@ import ray
 
 from sparsebench.workflows.cli import main
 
+from .conftest import assert_refused
+
 BAD = [
     (["search", "--methods", "nope"], "unknown method 'nope'; registered methods: dense"),
     (["search", "--methods", "dense", "--dataset", "imagenet"], "unknown dataset 'imagenet'; available: digits, fashion_mnist, mnist"),
@@ -36,12 +38,8 @@ BAD = [
 
 @pytest.mark.parametrize("argv,message", BAD, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, in_tmp_cwd):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("sparsebench: error: "), err
-    assert message in err
-    assert not ray.is_initialized()
-    assert list(in_tmp_cwd.iterdir()) == []  # no mlflow.db, no ray_results: nothing started, nothing written
+    code = main(argv)
+    assert_refused(code, capsys.readouterr().err, message, in_tmp_cwd)
 
 
 def test_malformed_search_space_file(capsys, in_tmp_cwd):
