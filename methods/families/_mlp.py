@@ -102,3 +102,16 @@ def fit_width(method, cfg: RunConfig, info: DataInfo, budget: float, metric: str
     hidden = cfg.model.hidden if depth is None else (1,) * depth
     size = lambda w: method.deployed_size(with_hidden(cfg, uniform_hidden(hidden, w)), info, metric)  # noqa: E731
     return with_hidden(cfg, uniform_hidden(hidden, solve_width(size, budget, f"{method.name} network ({metric})")))
+
+
+class WidthSized:
+    """Budget hooks of a method whose size is its MLP's shape (issue 16): the budget picks the hidden width, and the
+    deployed network is the dense MLP of that shape (Dense, Diversity, LpSGD; mixed in before `Method`)."""
+
+    @classmethod
+    def fit_budget(cls, cfg, info, budget, metric):
+        return fit_width(cls, cfg, info, budget, metric)
+
+    @classmethod
+    def deployed_size(cls, cfg, info, metric):
+        return dense_mlp_size(cfg, info, metric)

@@ -9,7 +9,7 @@ from ..core.method import Method
 from ..core.config import spec
 from ..core.registry import register_method
 from ..nn.models import MLP
-from ._mlp import MLPConfig, arch_spec, build_arch, check_arch, dense_mlp_size, fit_width
+from ._mlp import MLPConfig, WidthSized, arch_spec, build_arch, check_arch
 from ..core.config import RunConfig
 
 
@@ -24,7 +24,7 @@ class DenseConfig(MLPConfig):
 
 
 @register_method("dense")
-class Dense(Method):
+class Dense(WidthSized, Method):   # budget: the hidden width (WidthSized; diversity inherits it)
     summary = "MLP baseline (or a wide ResNet via model.arch): the reference every method is compared with"
     source = "dense baseline"
     Config = DenseConfig
@@ -41,11 +41,3 @@ class Dense(Method):
         return MLP((self.info.in_features, *m.hidden, self.info.num_classes), activation=m.activation,
                    dropout=m.dropout, bias=m.bias, batchnorm=getattr(m, "batchnorm", False))  # diversity reuses this build
 
-    # Budget (issue 16): the hidden width; the network's size is fixed by its shape (diversity reuses both).
-    @classmethod
-    def fit_budget(cls, cfg, info, budget, metric):
-        return fit_width(cls, cfg, info, budget, metric)
-
-    @classmethod
-    def deployed_size(cls, cfg, info, metric):
-        return dense_mlp_size(cfg, info, metric)

@@ -48,7 +48,7 @@ from torch import nn
 
 from ..core.method import Method
 from ..core.config import ConfigError, RunConfig, spec
-from ._mlp import MLPShapeConfig, arch_spec, build_arch, check_arch, dense_mlp_size, fit_width, mlp_only, with_hidden
+from ._mlp import MLPShapeConfig, WidthSized, arch_spec, build_arch, check_arch, mlp_only, with_hidden
 from ..core.budget import BudgetError, batchnorm_params, chain, solve_knob, solve_width, uniform_hidden
 from ..nn.layers import WeightLayer, weight_layers
 from ..nn.lpsgd import LpSGD
@@ -118,8 +118,11 @@ def check_lp(cfg: RunConfig) -> None:
                           f"{what}" + (" and the classifier" if m.constrain_classifier else "") + ")")
 
 
+# Budget (issue 16): the hidden width (WidthSized). LpSGD's exact zeros are not known before training, so
+# weights_nonzero is sized as the dense count (an upper bound); the trial's measured size says whether it stayed
+# within 5%.
 @register_method("lp_sgd")
-class LpSGDMethod(Method):
+class LpSGDMethod(WidthSized, Method):
     summary = "LpSGD: hidden rows on the unit Lp sphere, dual-norm normalised Nesterov step; sparsity from exact zeros"
     source = "Li et al., arXiv 2103.16013 (authors' LpCGD)"
     Config = LpSGDConfig
@@ -147,15 +150,6 @@ class LpSGDMethod(Method):
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return lp_optimizer(self.cfg, model)
 
-    # Budget (issue 16): the hidden width. LpSGD's exact zeros are not known before training, so weights_nonzero
-    # is sized as the dense count (an upper bound); the trial's measured size says whether it stayed within 5%.
-    @classmethod
-    def fit_budget(cls, cfg, info, budget, metric):
-        return fit_width(cls, cfg, info, budget, metric)
-
-    @classmethod
-    def deployed_size(cls, cfg, info, metric):
-        return dense_mlp_size(cfg, info, metric)
 
 
 @dataclass(frozen=True)
