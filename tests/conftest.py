@@ -73,3 +73,19 @@ def assert_refused(code: int, err: str, message: str, folder) -> None:
     assert message in err
     assert not ray.is_initialized()
     assert list(folder.iterdir()) == []  # no mlflow.db, no ray_results: nothing started, nothing written
+
+
+def assert_resume_identical(cfg: RunConfig, data, path: Path, after: int) -> None:
+    """Trained straight through, or saved after `after` epochs and resumed in a fresh Trainer: the same history
+    (every metric of every epoch, bit for bit; only the wall-clock seconds differ)."""
+    from sparsebench.methods import Trainer
+    full = Trainer(cfg, data=data).fit()
+    part = Trainer(cfg, data=data)
+    for _ in range(after):
+        part.run_epoch()
+    part.save(path)
+    resumed = Trainer(cfg, data=data)
+    resumed.load(path)
+    rest = resumed.fit()
+    strip = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]  # noqa: E731
+    assert strip(rest) == strip(full)

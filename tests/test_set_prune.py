@@ -11,7 +11,7 @@ from sparsebench.methods.nn.layers import MaskedLinear
 from sparsebench.methods.core.metrics import structure
 from sparsebench.methods.families.set_prune import er_density, set_evolve
 
-from .conftest import small_config
+from .conftest import assert_resume_identical, small_config
 
 
 def test_er_density_formula_and_cap():
@@ -166,16 +166,7 @@ def test_params_trainable_shrinks_by_what_pruning_removes(digits):
 
 def test_resume_after_rewiring_and_pruning_is_identical(digits, tmp_path):
     cfg = prune_config(**{"model.prune_target": 0.5, "model.regrow_init": "normal", "model.dropout": 0.1})
-    full = Trainer(cfg, data=digits).fit()
-    part = Trainer(cfg, data=digits)
-    for _ in range(5):  # after rewirings and two pruning rounds
-        part.run_epoch()
-    part.save(tmp_path / "s.pt")
-    resumed = Trainer(cfg, data=digits)
-    resumed.load(tmp_path / "s.pt")
-    rest = resumed.fit()
-    strip = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]  # noqa: E731
-    assert strip(rest) == strip(full)
+    assert_resume_identical(cfg, digits, tmp_path / "s.pt", after=5)   # after rewirings and two pruning rounds
 
 
 def test_decoupled_weight_decay_matches_its_definition(digits):

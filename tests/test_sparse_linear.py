@@ -11,7 +11,7 @@ from sparsebench.methods.core.metrics import pruning_curve, structure, weights_n
 from sparsebench.methods.nn.layers import DenseLinear, MaskedLinear
 from sparsebench.methods.nn.sparse_linear import SparseLinear, _SparseLinearFn
 
-from .conftest import small_config
+from .conftest import assert_resume_identical, small_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
@@ -119,16 +119,7 @@ def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
 
 def test_resume_of_the_sparse_path_is_identical(digits, tmp_path):
     cfg = small_config("set", **{"model.sparse_compute": "sparse", "model.regrow_init": "normal", "train.epochs": 4})
-    full = Trainer(cfg, data=digits).fit()
-    part = Trainer(cfg, data=digits)
-    for _ in range(2):
-        part.run_epoch()
-    part.save(tmp_path / "s.pt")
-    resumed = Trainer(cfg, data=digits)
-    resumed.load(tmp_path / "s.pt")
-    rest = resumed.fit()
-    strip = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]  # noqa: E731
-    assert strip(rest) == strip(full)
+    assert_resume_identical(cfg, digits, tmp_path / "s.pt", after=2)
 
 
 def test_auto_picks_sparse_below_the_crossover_only(digits):
