@@ -65,6 +65,22 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     return tmp_path
 
 
+STALE_CLUSTER = "127.0.0.1:1"  # where nothing answers
+
+
+@pytest.fixture
+def ray_session(monkeypatch):
+    """An in-process search that starts its own local Ray, shut down afterwards. The machine is made to look as if
+    an earlier `ray start` had left /tmp/ray/ray_current_cluster behind (ray.init() with no address connects to
+    it: ray/_private/services.py get_ray_address_from_environment), as the loopback-cluster tests can: a local
+    run must start its own instance regardless (CI failed on this, stop 25)."""
+    import ray._private.utils
+    monkeypatch.setattr(ray._private.utils, "read_ray_address", lambda temp_dir=None: STALE_CLUSTER)
+    yield
+    import ray
+    ray.shutdown()
+
+
 def assert_refused(code: int, err: str, message: str, folder) -> None:
     """A bad input's refusal (the house rule): exit 2, one line naming the value, no Ray, nothing written."""
     import ray

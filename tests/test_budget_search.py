@@ -3,7 +3,6 @@ every trial to its cell's budget and records its feasibility; the table has a ro
 from __future__ import annotations
 
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from sparsebench.methods import RunConfig
@@ -91,11 +90,6 @@ def test_sampled_trial_is_sized_to_its_budget(method):
 
 
 
-
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray

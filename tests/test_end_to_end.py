@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -21,11 +20,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ARGV = ["search", "--methods", "dense", "--dataset", "digits", "--num-samples", "3", "--epochs", "2",
         "--max-concurrent", "2", "--seed", "7"]
 
-
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
 
 
 def _runs(client: MlflowClient, exp_id: str, kind: str):

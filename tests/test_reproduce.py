@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from sparsebench.workflows import tracking
@@ -16,11 +15,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ARGV = ["reproduce", "baselines", "--quick", "--experiment", "dense_digits", "--max-concurrent", "2"]
 
-
-@pytest.fixture
-def ray_session():
-    yield
-    ray.shutdown()
 
 
 def final_runs(client, exp_id, status=None):

@@ -110,7 +110,10 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, runtime_env=runtime_env)
     else:
-        ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", include_dashboard=False,
+        # address="local": a new instance even where an earlier `ray start` left /tmp/ray/ray_current_cluster
+        # behind, which ray.init() with no address would try to join (ray/_private/services.py,
+        # get_ray_address_from_environment) and, the cluster being gone, fail on after minutes of retries.
+        ray.init(address="local", _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", include_dashboard=False,
                  num_cpus=num_cpus, log_to_driver=False, configure_logging=True, logging_level="warning",
                  runtime_env=runtime_env)
 
