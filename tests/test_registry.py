@@ -7,12 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsebench.methods import Trainer, list_methods
+from sparsebench.methods import RunConfig, Trainer, get_method, list_methods
 from sparsebench.methods.nn.layers import weight_layers
+from sparsebench.methods.core.config import ConfigError
 from sparsebench.methods.core.metrics import EPOCH_KEYS
 from sparsebench.methods.nn.spectral_layers import SpectralLinear
 
-from .conftest import small_config
+from .conftest import assert_resume_identical, small_config
 
 METHODS = list_methods()
 
@@ -75,19 +76,34 @@ def test_every_metric_key_present_and_sane(method, digits):
     assert hist[-1]["val_acc"] > 0.3
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_checkpoint_resume_gives_identical_metrics(method, digits, tmp_path):
+def _accepts(method: str, overrides: dict) -> bool:
+    try:
+        RunConfig.from_flat({**small_config(method).flat(), **overrides})
+    except ConfigError:
+        return False
+    return True
+
+
+def _resume_variants() -> list:
+    """Every method as the tests configure it; the ones with a truly sparse layer (model.sparse_compute) also on
+    it; and every method sized to a budget by its own hook (the configurations a budget search trains)."""
+    out = []
+    for m in METHODS:
+        out.append(pytest.param(m, {}, id=m))
+        if _accepts(m, {"model.sparse_compute": "sparse"}):
+            out.append(pytest.param(m, {"model.sparse_compute": "sparse"}, id=f"{m}-sparse"))
+        out.append(pytest.param(m, "budget", id=f"{m}-budget"))
+    return out
+
+
+@pytest.mark.parametrize("method, overrides", _resume_variants())
+def test_checkpoint_resume_gives_identical_metrics(method, overrides, digits, tmp_path):
     cfg = small_config(method)
-    full = Trainer(cfg, data=digits).fit()
-
-    first = Trainer(cfg, data=digits)
-    for _ in range(2):
-        first.run_epoch()
-    first.save(tmp_path / "state.pt")
-    del first
-    resumed = Trainer(cfg, data=digits)
-    resumed.load(tmp_path / "state.pt")
-    rest = resumed.fit()
-
-    strip = lambda h: [{k: v for k, v in m.items() if k != "seconds"} for m in h]  # noqa: E731 - wall time differs
-    assert strip(rest) == strip(full)
+    if overrides == "budget":
+        # 3k of the metric the method is compared by: nonzero weights for the sparse ones (issue 16's budgets).
+        sparse = {"epsilon", "sparsity"} & set(get_method(method).Config.keys())
+        metric = "weights_nonzero" if sparse else "params_trainable"
+        cfg = get_method(method).size_to_budget(cfg, digits.info, 3000, metric)
+    else:
+        cfg = RunConfig.from_flat({**cfg.flat(), **overrides})
+    assert_resume_identical(cfg, digits, tmp_path / "state.pt", after=2)
