@@ -7,7 +7,7 @@ SGD and LpSGD are timed alternately, repeat after repeat, so that a change of ma
 ratios are of medians. Several networks (comma-separated --arch) run in one process.
 
     python benchmarks/lpsgd_step.py [--arch mlp,wrn12 (mlp|wrn12|wrn18|wrn22_2|wrn22_4)] [--hidden 1000,1000]
-                                    [--batch-size 256] [--p 1.07] [--repeats 30] [--threads 0]
+                                    [--batch-size 256] [--p 1.07] [--repeats 30] [--threads 0] [--device cuda]
 """
 from __future__ import annotations
 
@@ -19,11 +19,19 @@ import time
 import torch
 import torch.nn.functional as F
 
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":  # CUDA is asynchronous: start and stop the clock on an idle device
+        torch.cuda.synchronize(DEVICE)
 
 
 def once(fn) -> float:
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
@@ -56,7 +64,7 @@ def build(method_name: str, a, shape: tuple[int, ...]):
     cfg = RunConfig.from_flat(flat)
     torch.manual_seed(0)
     method = get_method(method_name)(cfg, DataInfo("bench", shape, 10, 10_000, 1000, 1000, "random", "benchmark"))
-    model = method.make_model()
+    model = method.make_model().to(DEVICE)
     return cfg, method, model
 
 
@@ -64,8 +72,8 @@ def bench(a, arch: str) -> None:
     a = argparse.Namespace(**{**vars(a), "arch": arch})
     shape = (784,) if a.arch == "mlp" else (1, 28, 28) if a.arch in ("wrn12", "wrn18") else (3, 32, 32)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(a.batch_size, *shape, generator=g)
-    y = torch.randint(0, 10, (a.batch_size,), generator=g)
+    x = torch.rand(a.batch_size, *shape, generator=g).to(DEVICE)
+    y = torch.randint(0, 10, (a.batch_size,), generator=g).to(DEVICE)
 
     steps, trains = {}, {}
     for name in ("sgd", "lpsgd"):
@@ -95,7 +103,7 @@ def bench(a, arch: str) -> None:
            else f"{a.arch} on {'x'.join(map(str, shape))}")
     n_lp = sum(p.numel() for grp in opt.param_groups if grp["lp"] is not None for p in grp["params"])
     n_all = sum(p.numel() for p in model.parameters())
-    print(f"LpSGD vs SGD: torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}, "
+    print(f"LpSGD vs SGD: torch {torch.__version__}, {platform.machine()}, {DEVICE}, threads {torch.get_num_threads()}, "
           f"{net} ({n_lp}/{n_all} parameters on the sphere), batch {a.batch_size}, p {a.p}, median of {a.repeats}")
     print(f"  optimizer.step   SGD {step['sgd'] * 1e3:7.2f} ms   LpSGD {step['lpsgd'] * 1e3:7.2f} ms   "
           f"ratio {step['lpsgd'] / step['sgd']:5.2f}")
@@ -114,7 +122,10 @@ def main(argv=None) -> int:
     ap.add_argument("--p", type=float, default=1.07)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     a = ap.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)
     for arch in a.arch.split(","):

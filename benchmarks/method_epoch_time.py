@@ -10,6 +10,7 @@ median epoch time and the ratio to dense's median are printed.
     python benchmarks/method_epoch_time.py --methods dense,set --hidden 1000,1000,1000 --threads 1
     python benchmarks/method_epoch_time.py --methods dense,spectral --hidden 100 --batch-size 200   # Paper C shape
     python benchmarks/method_epoch_time.py --methods spectral_sparse,dense_sparse --hidden 500,500 --batch-size 200 [--kth torch|none]
+    python benchmarks/method_epoch_time.py --device cuda          # the same ratios on a GPU
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 import torch
 
 from sparsebench.methods import RunConfig, Trainer, get_method, list_methods
+from sparsebench.methods.core.train import resolve_device
 from sparsebench.methods.data import DataInfo, Dataset
 
 
@@ -34,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--epsilon", type=float, default=20.0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (the dataset is moved there, as in a trial)")
     p.add_argument("--kth", choices=("auto", "torch", "none"), default="auto",
                    help="dynamic sparsification's selection: auto (numpy on CPU), torch.kthvalue everywhere, or none "
                         "(a fixed threshold, not the method: what the epoch costs without the selection)")
@@ -54,6 +57,11 @@ def main(argv=None) -> int:
         import sparsebench.methods.nn.spectral_layers as sl
         sl.kth_smallest = lambda t, k: t.reshape(-1)[0]
     hidden = [int(h) for h in a.hidden.split(",")]
+    device = resolve_device(a.device)
+
+    def sync() -> None:  # CUDA is asynchronous: start and stop the clock on an idle device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     g = torch.Generator().manual_seed(0)
     n_eval = 1000
@@ -69,18 +77,20 @@ def main(argv=None) -> int:
             flat["model.epsilon"] = a.epsilon
         if m == "set_neuron":  # a pruning round every epoch: the worst case of its per-epoch work
             flat.update({"model.prune_start": 1, "model.prune_every": 1, "model.prune_percentile": 1.0})
-        trainers[m] = Trainer(RunConfig.from_flat(flat), data=data)
+        trainers[m] = Trainer(RunConfig.from_flat(flat), device, data=data)
         trainers[m].run_epoch()  # warm-up
 
     times = {m: [] for m in methods}
     for r in range(a.repeats):
         order = methods if r % 2 == 0 else methods[::-1]
         for m in order:
+            sync()
             t = time.perf_counter()
             trainers[m].run_epoch()
+            sync()
             times[m].append(time.perf_counter() - t)
 
-    print(f"method epoch time vs dense: torch {torch.__version__}, {platform.machine()}, threads {torch.get_num_threads()}, "
+    print(f"method epoch time vs dense: torch {torch.__version__}, {platform.machine()}, {device}, threads {torch.get_num_threads()}, "
           f"MLP 784-{'-'.join(map(str, hidden))}-10, {a.train_size} samples, batch {a.batch_size}, epsilon {a.epsilon}, "
           f"repeats {a.repeats}")
     base = statistics.median(times["dense"])

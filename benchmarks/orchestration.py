@@ -40,7 +40,7 @@ import torch
 
 from sparsebench.methods import RunConfig, Trainer
 from sparsebench.workflows.checkpointing import CHECKPOINT_SECONDS
-from sparsebench.workflows.search import REPORT_BUFFER_SECONDS
+from sparsebench.workflows.runner import REPORT_BUFFER_SECONDS
 from sparsebench.workflows.trial import LINGER_SECONDS
 
 
@@ -140,7 +140,8 @@ def report(r: dict, cores: int) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from sparsebench.workflows.search import SearchSettings, init_ray
+    from sparsebench.workflows.runner import init_ray
+    from sparsebench.workflows.search import SearchSettings
 
     import sparsebench.workflows.trial as trial
 
@@ -163,7 +164,7 @@ def main(argv=None) -> None:
             os.environ["TUNE_RESULT_BUFFER_LENGTH"] = "1000" if buffer > 0 else "1"
             os.environ["TUNE_RESULT_BUFFER_MIN_TIME_S"] = str(buffer)
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0" if tbx else "1"
-            workflows.trial.LINGER_SECONDS = linger
+            trial.LINGER_SECONDS = linger
             s = SearchSettings(methods=("dense",), dataset=args.dataset, num_samples=args.trials, epochs=epochs,
                                tracking_uri=uri, storage=str(folder / f"results-{name}"),
                                search_space=str(space_file(args, folder)), grace_period=epochs,
