@@ -316,8 +316,11 @@ def cmd_ui(args) -> int:
 def cmd_server(args) -> int:
     from .server import check_backend, default_backend, is_loopback, mask, server_command
 
+    from .sqlite_seed import seed
+
     backend = args.backend_store_uri or default_backend()
     check_backend(backend)
+    seed(backend)  # the server's workers would otherwise each start migrating a new SQLite store
     artifacts = args.artifacts_destination or str(Path.cwd() / "mlartifacts")
     if not is_loopback(args.host):
         print(f"sparsebench: warning: the MLflow server binds to {args.host}, reachable beyond this machine and without "

@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from .hardware import hardware
+from .sqlite_seed import seed
 
 TAG_STUDY = "sparsebench.study"
 TAG_TRIAL = "sparsebench.trial_id"
@@ -75,6 +76,7 @@ def check_store(uri: str, must_exist: bool = False) -> None:
 
 
 def client(uri: str) -> MlflowClient:
+    seed(uri)  # a new SQLite store from the migrated template (workflows/sqlite_seed.py)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
