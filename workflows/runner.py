@@ -152,6 +152,10 @@ def fit(name: str, s: RunnerSettings, decode: Callable[[dict], dict], callback, 
         echo: bool = True, **tune_config: Any):
     """Run (or, when Tune has it in the storage, restore and finish) the Tune experiment `name` of the shared
     trainable; `tune_config` adds to the TuneConfig (search_alg, scheduler, num_samples)."""
+    # Ours, never Tune's own ray.init() (ray/tune/tune.py, _ray_auto_init): that one joins whatever cluster
+    # /tmp/ray/ray_current_cluster names, e.g. one a `ray start` left behind (a final stage called from the Python
+    # API, with no search before it, hung so).
+    init_ray()
     fn = tune.with_resources(tune.with_parameters(trainable, decode=decode, checkpoint_seconds=s.checkpoint_seconds),
                              {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     path = f"{s.storage_path.rstrip('/')}/{name}"
