@@ -34,7 +34,7 @@ SUBLAYERS = {
     # workflows: leaves (no workflow import) < what trials need < the driver's parts < the runner < commands < CLI.
     "sparsebench.workflows": [
         "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "plots", "protocol", "search_space", "budgets", "repro_table",
-        "tracking", "server", "trainable", "trial", "tables", "catalog",
+        "tracking", "server", "trainable", "trial", "tables", "catalog", "comparison",
         "runner", "search", "reproduce", "cli", "__main__",
     ],
 }

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--experiment", default=None, help="MLflow experiment (default: all)")
     t.add_argument("--format", choices=("markdown", "csv", "latex", "html"), default="markdown")
     t.add_argument("--tracking-uri", default=None)
+    t.add_argument("--by", choices=("trial", "budget"), default="trial",
+                   help="trial: each study's best trial; budget: the method x budget table of the newest budget "
+                        "comparison of each experiment (docs/search.md)")
 
     d = sub.add_parser("demo", help="small search over every registered method on digits, then the table")
     # 11 methods x 4 trials x 12 epochs: 5.6 min wall on 2 CPU cores (measured from a clean clone, 44 trials).
@@ -251,6 +254,7 @@ def cmd_search(args, method_names) -> int:
     print(f"\n{sum(r['trials'] for r in results)} trials in {time.perf_counter() - start:.1f} s; "
           f"MLflow experiment {results[0]['experiment']!r} at {uri}")
     code = 1 if any(r["errors"] for r in results) else 0
+    final = None
     if getattr(args, "final_seeds", None):
         rs = ReproduceSettings(paper=f"search-{dataset_label(s.dataset)}", seeds=args.final_seeds, **runner_settings(args))
         if not any(r.get("best_config") for r in results):
@@ -259,11 +263,19 @@ def cmd_search(args, method_names) -> int:
         final = final_stage(results, data_path(s.dataset), args.final_seeds, rs)
         print(f"\n### {final['title']}\n")
         print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])
-        if final.get("budget_table"):
-            print("\n### Method x budget (test accuracy mean ± std (n) over the final seeds; winner: Welch's t-test "
-                  "against the runner-up, p < 0.05; else tie)\n")
-            print(final["budget_table"])
         code = code or (0 if final["complete"] else 1)
+    comparison = results[0].get("comparison_run_id")
+    if comparison:   # a budget search: its comparison run's table and figures, of the final seeds where run
+        from .comparison import finish
+
+        shown = finish(uri, comparison, results, data_path(s.dataset), s.budget_metric, final)
+        how = ("test accuracy mean ± std (n) over the final seeds; winner: Welch's t-test against the runner-up, "
+               "p < 0.05; else tie" if final else "each cell's best trial: one run, never a winner; --final-seeds N "
+               "gives mean ± std and a significance test")
+        print(f"\n### Method x budget ({how})\n")
+        print(shown["markdown"])
+        pngs = [str(f) for n, f in shown["files"].items() if n.endswith(".png")]
+        print(f"\nMLflow comparison run {comparison}; figures: {', '.join(pngs)}")
     return code
 
 
@@ -279,6 +291,11 @@ def cmd_demo(args) -> int:
 def cmd_table(args) -> int:
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri, must_exist=True)
+    if args.by == "budget":
+        from .comparison import stored_table
+
+        print(render(stored_table(uri, args.experiment), args.format))
+        return 0
     print(render(best_table(runs_frame(uri, args.experiment)), args.format))
     return 0
 

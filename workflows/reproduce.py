@@ -33,7 +33,7 @@ from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_s
 from .trial import MlflowTrialCallback
 
 QUICK_EPOCHS, QUICK_SEEDS, QUICK_SAMPLES = 2, 2, 1000
-TAG_CELL = "cell.key"
+TAG_CELL = tracking.TAG_CELL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,30 +312,12 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
     # Its own parent per set of configurations: a later search's best configs never share this one's table.
     result = run_experiment(p, exp, s, echo, study=study_name(paper.id, exp.name, s, extra=arms))
     write_outputs(p, exp, s, result)
-    if any(r.get("budget") is not None for r in results):
-        result["budget_table"] = _budget_table(p, exp, s, result, results, dataset)
+    # For a budget search's comparison run (workflows/comparison.py): which arm is which (method, budget) cell,
+    # and the cells planned (a later command with fewer seeds shares this parent; only its own cells count).
+    result["budget_arms"] = {f"{r['method']}_{label(r['budget'])}": [r["method"], r["budget"]]
+                             for r in results if r.get("budget") is not None and r.get("best_config")}
+    result["planned_keys"] = sorted(cell_key(x) for x in cells)
     return result
-
-
-def _budget_table(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[str, Any], results, dataset: str) -> str:
-    """The method x budget table of a budget search's final runs (tables.budget_table: mean ± std (n) over the
-    seeds, Welch's t-test for the winner), logged beside the final stage's table and returned as Markdown."""
-    import pandas as pd
-
-    from .tables import budget_table, render
-
-    cells = {f"{r['method']}_{label(r['budget'])}": (r["method"], r["budget"]) for r in results if r.get("budget") is not None}
-    records = read_records(s.uri, p.paper.id, exp, result["parent_run_id"], {cell_key(x) for x in p.cells[exp.name]})
-    rows = [{"dataset": rec.dataset, "budget": cells[rec.arm][1], "method": cells[rec.arm][0],
-             **{k: rec.metrics.get(k) for k in ("test_acc", "params_trainable", "weights_nonzero", "seconds")}}
-            for rec in records if rec.arm in cells]
-    unreachable = [(dataset, r["method"], r["budget"], r["unreachable"]) for r in results if r.get("unreachable")]
-    table = budget_table(pd.DataFrame(rows, columns=["dataset", "budget", "method", "test_acc", "params_trainable",
-                                                     "weights_nonzero", "seconds"]), unreachable)
-    c = tracking.client(s.uri)
-    for fmt, name in (("markdown", "budget_table.md"), ("csv", "budget_table.csv"), ("html", "budget_table.html")):
-        c.log_text(result["parent_run_id"], render(table, fmt), name)
-    return render(table, "markdown")
 
 
 def list_protocols() -> str:

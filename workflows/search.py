@@ -28,6 +28,7 @@ from sparsebench.methods import RunConfig
 from sparsebench.methods.data import dataset_label, file_digest, list_datasets, load_dataset
 
 from . import budgets as budgeting
+from . import comparison as comparing
 from . import tracking
 from .runner import RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, under_parent
 from .search_space import SearchSpace, load_search_space
@@ -133,9 +134,10 @@ def _with_reach(study: Study, info, metric: str) -> Study:
         return dataclasses.replace(study, info=info, unreachable=str(e))
 
 
-def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, Any]:
+def run_study(study: Study, s: SearchSettings, echo: bool = True, comparison: str | None = None) -> dict[str, Any]:
     """One method's search (at one budget). Returns {study, method, budget, parent_run_id, experiment, trials,
-    errors, best_config}; an unreachable (method, budget) cell runs nothing and says why (`unreachable`)."""
+    errors, best_config}; an unreachable (method, budget) cell runs nothing and says why (`unreachable`). With
+    `comparison` (a budget search's comparison run) the study's parent run is nested under it."""
     uri = s.uri
     experiment = experiment_name(s)
     cell = {"study": study.name, "method": study.method, "budget": study.budget, "experiment": experiment}
@@ -153,6 +155,8 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
                 "space": json.dumps(study.space.fingerprint(), sort_keys=True), "scheduler": "asha",
                 "asha.grace_period": s.grace_period, "asha.reduction_factor": s.reduction_factor,
                 "cpus_per_trial": s.cpus_per_trial, "gpus_per_trial": s.gpus_per_trial})
+    if comparison:
+        comparing.nest(c, comparison, parent)
     grid, killed, statuses = under_parent(c, exp_id, parent, lambda: _fit(study, s, experiment, echo))
     done = statuses["FINISHED"] + statuses["FAILED"]
     tracking.set_tags(c, parent, {"trials": str(done), "trial_errors": str(grid.num_errors)})
@@ -229,17 +233,31 @@ def _sampler(seed: int):
 
 
 def search(s: SearchSettings, studies: list[Study] | None = None, echo: bool = True) -> list[dict[str, Any]]:
-    """Run every method's study, one after another; `studies` from `plan(s)` when already validated."""
+    """Run every method's study, one after another; `studies` from `plan(s)` when already validated. With budgets,
+    the studies are nested under one comparison run (workflows/comparison.py), closed with its table and figures
+    from each cell's best trial; `comparison.finish` again with a final stage (the CLI's --final-seeds) replaces
+    them by the final seeds'. Each result carries the comparison's run id (`comparison_run_id`)."""
     studies = studies or plan(s)
     init_ray()
     check_resources(s)
+    comparison = None
+    if s.budgets:
+        c = tracking.client(s.uri)
+        comparison = comparing.start(c, tracking.get_or_create_experiment(c, experiment_name(s)), studies, s)
     out = []
-    for study in studies:
-        at = "" if study.budget is None else f" at {budgeting.label(study.budget)} {s.budget_metric}"
-        if echo and study.unreachable:
-            print(f"[{study.method}]{at}: unreachable ({study.unreachable})", flush=True)
-        elif echo:
-            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on "
-                  f"{dataset_label(s.dataset)}{at}", flush=True)
-        out.append(run_study(study, s, echo=echo))
+    try:
+        for study in studies:
+            at = "" if study.budget is None else f" at {budgeting.label(study.budget)} {s.budget_metric}"
+            if echo and study.unreachable:
+                print(f"[{study.method}]{at}: unreachable ({study.unreachable})", flush=True)
+            elif echo:
+                print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on "
+                      f"{dataset_label(s.dataset)}{at}", flush=True)
+            out.append({**run_study(study, s, echo=echo, comparison=comparison), "comparison_run_id": comparison})
+    except BaseException:
+        if comparison:
+            comparing.abort(s.uri, comparison)
+        raise
+    if comparison:
+        comparing.finish(s.uri, comparison, out, data_path(s.dataset), s.budget_metric)
     return out
