@@ -309,6 +309,8 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
                   Path("search"), (exp,))
     cells = cells_of(exp, paper.id, s)
     p = Plan(paper, (exp,), {exp.name: cells}, {exp.name: cells})
+    init_ray()             # as reproduce() does: the Python API may call this first, in a fresh process
+    check_resources(s)
     # Its own parent per set of configurations: a later search's best configs never share this one's table.
     result = run_experiment(p, exp, s, echo, study=study_name(paper.id, exp.name, s, extra=arms))
     write_outputs(p, exp, s, result)
