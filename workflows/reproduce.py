@@ -24,6 +24,7 @@ from ray import tune
 from sparsebench.methods import ConfigError
 from sparsebench.methods.data import dataset_label, load_dataset
 
+from . import budgets as budgeting
 from . import tracking
 from .budgets import label
 from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
@@ -80,8 +81,11 @@ def plan(s: ReproduceSettings) -> Plan:
         if not exps:
             raise ProtocolError(f"paper {paper.id}: no selected experiment uses {', '.join(s.datasets)}")
     cells, run = {}, {}
+    infos: dict[str, Any] = {}   # data config -> DataInfo, each set loaded once (and checked: missing, corrupt)
     for exp in exps:
         cells[exp.name] = cells_of(exp, paper.id, s)
+        if exp.budgets:
+            cells[exp.name] = [sized_cell(c, exp, paper, infos) for c in cells[exp.name]]
         keys: dict[str, Cell] = {}
         for c in cells[exp.name]:
             try:
@@ -96,11 +100,31 @@ def plan(s: ReproduceSettings) -> Plan:
                                     + (" once --quick shrinks them" if s.quick else ""))
             keys[key] = c
         run[exp.name] = [c for c in cells[exp.name] if not s.datasets or c.dataset in s.datasets]
-    for data_cfg in {json.dumps(c.config().data.canonical(), sort_keys=True): c.config().data
-                     for cs in run.values() for c in cs}.values():
-        load_dataset(data_cfg, "cpu")   # a missing or corrupt file fails here, before anything starts
+    for c in (c for cs in run.values() for c in cs):
+        data_info(c, infos)   # a missing or corrupt file fails here, before anything starts
     check_stores(s)
     return Plan(paper, exps, cells, run)
+
+
+def data_info(c: Cell, infos: dict[str, Any]):
+    data = c.config().data
+    key = json.dumps(data.canonical(), sort_keys=True)
+    if key not in infos:
+        infos[key] = load_dataset(data, "cpu").info
+    return infos[key]
+
+
+def sized_cell(c: Cell, exp: Experiment, paper: Paper, infos: dict[str, Any]) -> Cell:
+    """A budget experiment's cell (protocol `budgets:`) sized to its budget by the method's closed-form hook
+    (workflows/budgets.py, as `search --budgets` sizes a trial); a budget the arm cannot reach is the protocol's error."""
+    info = data_info(c, infos)
+    try:
+        budgeting.check_floor((c.sweep,), info, exp.budget_metric)
+        sized = budgeting.sized_overrides(c.flat, info, c.sweep, exp.budget_metric)
+    except ConfigError as e:
+        raise ProtocolError(f"{paper.path}: experiment {exp.name}: arm {c.arm} at budget {label(c.sweep)} "
+                            f"{exp.budget_metric}: {e}") from None
+    return replace(c, flat={**c.flat, **sized})
 
 
 def experiment_name(paper: str) -> str:
