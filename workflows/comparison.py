@@ -1,5 +1,5 @@
 """The *comparison* run of a budget search (issue 16): one MLflow parent run per `sparsebench search --budgets`
-command, with every (method, budget) study's parent run nested under it, holding the method x budget table
+(or `--objective pareto`) command, with every (method, budget) study's parent run nested under it, holding the method x budget table
 (`budget_table.md|csv|html`), the figures (`accuracy_vs_budget_<dataset>.png`, `pareto_<dataset>.png`) and
 `comparison.json`, the record from which `sparsebench table --by budget` rebuilds the same table from MLflow alone.
 
@@ -38,13 +38,13 @@ def name_of(study_names: list[str], dataset: str) -> str:
 
 def start(c, exp_id: str, studies, s) -> str:
     """The comparison run (created once, reopened by a rerun of the same command)."""
-    labels = ",".join(budgeting.label(b) for b in sorted(s.budgets))
+    labels = ",".join(budgeting.label(b) for b in sorted(s.budgets)) or "no budgets"
     return tracking.start_parent_run(
         c, exp_id, name_of([st.name for st in studies], s.dataset), kind=KIND,
-        run_name=f"comparison {labels} {s.budget_metric}",
+        run_name=f"comparison {labels} {s.budget_metric}" + (" pareto" if s.objective == "pareto" else ""),
         tags={"stage": "comparison", "dataset": studies[0].base["data.dataset"], "budget_metric": s.budget_metric},
         params={"budgets": labels, "budget_metric": s.budget_metric, "methods": ",".join(s.methods),
-                "num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed})
+                "num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed, "objective": s.objective})
 
 
 def nest(c, comparison: str, study_parent: str) -> None:
@@ -85,7 +85,7 @@ def final_rows(c, final: dict[str, Any]) -> pd.DataFrame:
 def best_trial_rows(trials: pd.DataFrame) -> pd.DataFrame:
     """Without a final stage: each cell's best feasible trial (tables.best_table's choice), one row per cell."""
     best = best_table(trials)
-    if best.empty:
+    if best.empty or "budget" not in best:   # no budget axis (--objective pareto alone): no method x budget cells
         return pd.DataFrame(columns=ROW_COLUMNS)
     keys = ["method", "dataset", "budget", "config_hash"]
     seconds = trials.assign(budget=trials["budget"].astype(float)).drop_duplicates(keys)[[*keys, "seconds"]]
