@@ -139,6 +139,24 @@ def abort(uri: str, comparison: str, status: str = "KILLED") -> None:
     tracking.client(uri).set_terminated(comparison, status=status)
 
 
+def read_record(c, run_id: str) -> dict[str, Any]:
+    """The run's comparison.json, through the artifact store (a served one too), without MLflow's progress bar on
+    stderr (the command's output is the table)."""
+    import os
+    import tempfile
+
+    before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            return json.loads(Path(c.download_artifacts(run_id, RECORD, d)).read_text())
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = before
+
+
 def latest_records(uri: str, experiment: str | None) -> list[tuple[str, str, dict[str, Any]]]:
     """(experiment, comparison run id, record) of the newest comparison run of `experiment` (of every experiment
     when None) whose record was written; TableError when there is none."""
@@ -156,7 +174,7 @@ def latest_records(uri: str, experiment: str | None) -> list[tuple[str, str, dic
         for r in c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = '{KIND}'",
                                order_by=["attributes.start_time DESC"], max_results=100):
             try:
-                rec = json.loads(Path(c.download_artifacts(r.info.run_id, RECORD)).read_text())
+                rec = read_record(c, r.info.run_id)
             except Exception:  # noqa: BLE001 - a comparison interrupted before its record: the next older one
                 continue
             out.append((exp.name, r.info.run_id, rec))
