@@ -2,6 +2,8 @@
 every trial to its cell's budget and records its feasibility; the table has a row per (method, budget)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -119,3 +121,34 @@ def test_budget_search_sizes_trials_and_tables_per_cell(in_tmp_cwd, ray_session,
                                                                     ("set", "2000"), ("set", "8000")]
     assert all(c[4].strip().endswith("(2)") for c in cells)
     assert {c[9].strip() for c in cells} <= {"winner", "tie", ""}
+    # One comparison run for the command: every study's parent nested under it, the table and the figures its artifacts
+    comparisons = client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = 'comparison'")
+    assert len(comparisons) == 1 and comparisons[0].info.status == "FINISHED"
+    comp = comparisons[0].info.run_id
+    assert {p.data.tags[tracking.PARENT_TAG] for p in parents} == {comp}
+    artifacts = {a.path for a in client.list_artifacts(comp)}
+    assert artifacts == {"budget_table.csv", "budget_table.md", "budget_table.html", "comparison.json",
+                         "accuracy_vs_budget_digits.png", "pareto_digits.png"}
+    csv = (in_tmp_cwd / client.download_artifacts(comp, "budget_table.csv")).read_text().splitlines()
+    assert len(csv) == 5 and csv[0].startswith("dataset,budget,method,test_acc,n,")
+    assert all(",2," in line for line in csv[1:])     # n = 2 final seeds in every cell
+    for png in ("accuracy_vs_budget_digits.png", "pareto_digits.png"):
+        assert Path(client.download_artifacts(comp, png)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"MLflow comparison run {comp}; figures: " in out
+    # `sparsebench table --by budget` rebuilds the same table from MLflow alone (the experiment as first column)
+    assert main(["table", "--by", "budget", "--experiment", "search/digits", "--format", "csv"]) == 0
+    stored = capsys.readouterr().out.strip().splitlines()
+    assert stored[0].startswith("experiment,dataset,budget,method")
+    assert [line.split(",", 1)[1] for line in stored] == csv
+    assert all(line.startswith("search/digits,") for line in stored[1:])
+
+
+def test_table_by_budget_without_a_comparison_is_one_line(in_tmp_cwd, capsys):
+    from mlflow.tracking import MlflowClient as Client
+
+    Client(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}").create_experiment("search/digits")
+    assert main(["table", "--by", "budget", "--experiment", "search/digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--by budget: no budget comparison in experiment 'search/digits'" in err
+    assert main(["table", "--by", "flops"]) == 2
+    assert "argument --by: invalid choice: 'flops' (choose from 'trial', 'budget')" in capsys.readouterr().err

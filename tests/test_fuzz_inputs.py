@@ -142,6 +142,10 @@ experiment_docs = st.fixed_dictionaries(
               "metric": st.sampled_from(["test_acc", "val_acc", "bogus"]) | values,
               "report": st.lists(st.sampled_from(["final", "best", "bogus"]), max_size=2) | values,
               "sweep": st.dictionaries(config_keys, st.lists(values, max_size=3), max_size=2) | values,
+              # budgets (issue 16): sizes with suffixes, near misses, below the output layer of digits (650)
+              "budgets": st.lists(st.sampled_from(["2k", "8k", 2000, 0, -5, "abc", "", "2k,8k", 600, 1e12, True]),
+                                  max_size=3) | values,
+              "budget_metric": st.sampled_from(["params_trainable", "weights_nonzero", "flops"]) | values,
               "common": st.dictionaries(config_keys, values, max_size=3) | values,
               "methods": st.dictionaries(st.sampled_from(["dense", "set", "nonsense"]),
                                          st.dictionaries(config_keys, values, max_size=2), max_size=2) | values,
@@ -168,7 +172,8 @@ def test_a_generated_protocol_is_accepted_or_refused_in_one_line(stopped, doc):
 @FUZZ
 @given(cut=st.integers(0, len(VALID_PROTOCOL)), length=st.integers(0, 60),
        insert=st.sampled_from([b"", b":", b"\t", b"- ", b"{", b"\n  - name: dense_digits\n", b"\xc3", b"*adam",
-                               b"\npaper: other\n", b"      train.lr: -1\n", b"    epochs: 0\n"]))
+                               b"\npaper: other\n", b"      train.lr: -1\n", b"    epochs: 0\n",
+                               b"    budgets: [2k, 8k]\n", b"    budgets: [0]\n", b"    budget_metric: flops\n"]))
 def test_a_mutated_protocol_file_is_accepted_or_refused_in_one_line(stopped, cut, length, insert):
     """The shipped baselines protocol with textual damage; only its digits experiment can be accepted (the others
     need data that is not here: their refusal names the missing file)."""
@@ -183,11 +188,11 @@ flag_values = (st.sampled_from(["0", "-1", "1", "2", "1e9", "9999999999999999999
 # Budgets (docs/search.md): lists with suffixes, near misses and the size metrics' names.
 budget_values = (st.lists(st.sampled_from(["2k", "8k", "32k", "2000", "0", "-5", "abc", "", "1.5k", "2K", "1e3", "600",
                                            "99999999999k"]), max_size=4).map(",".join)
-                 | st.sampled_from(["params_trainable", "weights_nonzero", "flops", "PARAMS"]))
+                 | st.sampled_from(["params_trainable", "weights_nonzero", "flops", "PARAMS", "pareto", "val_acc"]))
 search_flags = st.dictionaries(
     st.sampled_from(["--methods", "--dataset", "--num-samples", "--epochs", "--seed", "--grace-period", "--final-seeds",
                      "--cpus-per-trial", "--gpus-per-trial", "--max-concurrent", "--checkpoint-seconds",
-                     "--experiment", "--budgets", "--budget-metric"]), flag_values | budget_values, max_size=4)
+                     "--experiment", "--budgets", "--budget-metric", "--objective"]), flag_values | budget_values, max_size=4)
 
 
 @FUZZ

@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(s, epochs=10, samples=8)
     s.add_argument("--search-space", default=None, help="YAML file overriding the method's search_spaces/<method>.yaml")
     s.add_argument("--experiment", default=None, help="MLflow experiment (default: search/<dataset>)")
-    s.add_argument("--grace-period", type=_positive_int, default=1, help="ASHA: epochs every trial runs before it may be stopped")
+    s.add_argument("--grace-period", type=_positive_int, default=None,
+                   help="ASHA: epochs every trial runs before it may be stopped (default 1; not with --objective pareto)")
     s.add_argument("--final-seeds", type=_positive_int, default=None,
                    help="then re-run each method's best configuration over this many seeds (final stage, with a table)")
     s.add_argument("--budgets", type=_budgets, default=None,
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every (method, budget) cell gets --num-samples trials (docs/search.md)")
     s.add_argument("--budget-metric", choices=BUDGET_METRICS, default="params_trainable",
                    help="what a budget counts, measured at the end of training (default: params_trainable)")
+    s.add_argument("--objective", choices=("val_acc", "pareto"), default="val_acc",
+                   help="val_acc: maximise it, ASHA stops poor trials; pareto: one multi-objective Optuna study per "
+                        "method (and budget), val_acc up and --budget-metric down, no early stopping (docs/search.md)")
 
     sub.add_parser("methods", help="the registered methods: what each is, its paper, its file and search space")
 
@@ -180,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--experiment", default=None, help="MLflow experiment (default: all)")
     t.add_argument("--format", choices=("markdown", "csv", "latex", "html"), default="markdown")
     t.add_argument("--tracking-uri", default=None)
+    t.add_argument("--by", choices=("trial", "budget"), default="trial",
+                   help="trial: each study's best trial; budget: the method x budget table of the newest budget "
+                        "comparison of each experiment (docs/search.md)")
 
     d = sub.add_parser("demo", help="small search over every registered method on digits, then the table")
     # 11 methods x 4 trials x 12 epochs: 5.6 min wall on 2 CPU cores (measured from a clean clone, 44 trials).
@@ -221,10 +228,15 @@ def _settings(args, method_names):
     if (args.target or args.test_dataset) and args.dataset in list_datasets():
         raise UsageError(f"--{'target' if args.target else 'test-dataset'} is for a --dataset given as a file; "
                          f"{args.dataset!r} is a built-in set")
+    objective = getattr(args, "objective", "val_acc")
+    if objective == "pareto" and getattr(args, "grace_period", None) is not None:
+        raise UsageError("--grace-period is ASHA's, and --objective pareto runs no ASHA (a multi-objective study "
+                         "cannot stop trials early): drop one of them")
     return SearchSettings(methods=tuple(method_names), dataset=args.dataset, target=args.target,
                           test_dataset=args.test_dataset, num_samples=args.num_samples, epochs=args.epochs,
                           seed=args.seed, search_space=getattr(args, "search_space", None) or "",
-                          experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", 1),
+                          experiment=getattr(args, "experiment", None) or "", grace_period=getattr(args, "grace_period", None) or 1,
+                          objective=objective,
                           budgets=getattr(args, "budgets", None) or (),
                           budget_metric=getattr(args, "budget_metric", None) or "params_trainable",
                           **runner_settings(args))
@@ -251,6 +263,7 @@ def cmd_search(args, method_names) -> int:
     print(f"\n{sum(r['trials'] for r in results)} trials in {time.perf_counter() - start:.1f} s; "
           f"MLflow experiment {results[0]['experiment']!r} at {uri}")
     code = 1 if any(r["errors"] for r in results) else 0
+    final = None
     if getattr(args, "final_seeds", None):
         rs = ReproduceSettings(paper=f"search-{dataset_label(s.dataset)}", seeds=args.final_seeds, **runner_settings(args))
         if not any(r.get("best_config") for r in results):
@@ -259,11 +272,20 @@ def cmd_search(args, method_names) -> int:
         final = final_stage(results, data_path(s.dataset), args.final_seeds, rs)
         print(f"\n### {final['title']}\n")
         print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])
-        if final.get("budget_table"):
-            print("\n### Method x budget (test accuracy mean ± std (n) over the final seeds; winner: Welch's t-test "
-                  "against the runner-up, p < 0.05; else tie)\n")
-            print(final["budget_table"])
         code = code or (0 if final["complete"] else 1)
+    comparison = results[0].get("comparison_run_id")
+    if comparison:   # a budget or pareto search: its comparison run's table and figures, of the final seeds where run
+        from .comparison import finish
+
+        shown = finish(uri, comparison, results, data_path(s.dataset), s.budget_metric, final)
+        how = ("test accuracy mean ± std (n) over the final seeds; winner: Welch's t-test against the runner-up, "
+               "p < 0.05; else tie" if final else "each cell's best trial: one run, never a winner; --final-seeds N "
+               "gives mean ± std and a significance test")
+        if s.budgets:
+            print(f"\n### Method x budget ({how})\n")
+            print(shown["markdown"])
+        pngs = [str(f) for n, f in shown["files"].items() if n.endswith(".png")]
+        print(f"\nMLflow comparison run {comparison}; figures: {', '.join(pngs)}")
     return code
 
 
@@ -279,6 +301,11 @@ def cmd_demo(args) -> int:
 def cmd_table(args) -> int:
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri, must_exist=True)
+    if args.by == "budget":
+        from .comparison import stored_table
+
+        print(render(stored_table(uri, args.experiment), args.format))
+        return 0
     print(render(best_table(runs_frame(uri, args.experiment)), args.format))
     return 0
 

@@ -112,3 +112,78 @@ def _name(exp: str, ds: str, sweep: str | None, what: str) -> str:
     tag = "" if sweep is None else "_" + re.sub(r"[^A-Za-z0-9.]+", "-", sweep).strip("-")
     # a dataset given as a file is named by its file name (methods/data/load.py dataset_label), not its path
     return f"{exp}_{dataset_label(ds)}{tag}_{what}.png"
+
+
+# ---- budget comparison (issue 16): pure functions of DataFrames, so they are tested without Ray or MLflow ----
+def pareto_front(df: pd.DataFrame, size: str, acc: str = "test_acc") -> pd.Series:
+    """True for the rows no other row dominates, larger `acc` and smaller `size` being better: a row is dominated
+    when another is at least as good in both and strictly better in one (the Pareto order of multi-objective
+    optimisation: the non-dominated set of Deb et al., NSGA-II, IEEE Trans. Evol. Comput. 6(2), 2002, Sec. III-A).
+    Equal points are all kept.
+    Sorted by size (then accuracy, descending), a row is on the front exactly when its accuracy exceeds that of
+    every strictly smaller row, or ties the best of its own size: one pass, O(n log n)."""
+    order = df.sort_values([size, acc], ascending=[True, False], kind="mergesort")
+    keep = pd.Series(False, index=df.index)
+    best_below = -np.inf        # the best accuracy of the rows strictly smaller than the current size
+    for s, group in order.groupby(size, sort=True):
+        top = group[acc].max()
+        if top > best_below:    # the best of this size is not dominated by any smaller row
+            keep[group.index[group[acc] == top]] = True
+        best_below = max(best_below, top)
+    return keep
+
+
+def accuracy_vs_budget_figure(rows: pd.DataFrame, title: str) -> Figure:
+    """Test accuracy vs budget (log x), one line per method: the mean over a cell's runs (the final seeds) with
+    their standard deviation (ddof=1) as error bars; cells of one run have none."""
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, (method, g) in enumerate(rows.dropna(subset=["test_acc"]).groupby("method", sort=True)):
+        cells = g.groupby("budget")["test_acc"]
+        std = cells.std(ddof=1)
+        ax.errorbar(cells.mean().index, cells.mean().values, yerr=std.values, marker="o", capsize=3,
+                    color=f"C{i % 10}", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("budget")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def pareto_figure(trials: pd.DataFrame, size: str, title: str) -> Figure:
+    """Every trial's test accuracy vs its measured `size` (log x), coloured by method; the points of the Pareto
+    front (`pareto_front`) ringed in black and joined by a step line."""
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    pts = trials.dropna(subset=[size, "test_acc"])
+    for i, (method, g) in enumerate(pts.groupby("method", sort=True)):
+        ax.scatter(g[size], g["test_acc"], s=18, alpha=0.7, color=f"C{i % 10}", label=method)
+    if not pts.empty:
+        front = pts[pareto_front(pts, size)].sort_values(size)
+        ax.scatter(front[size], front["test_acc"], s=70, facecolors="none", edgecolors="black", linewidths=1.2,
+                   label="Pareto front")
+        ax.step(front[size], front["test_acc"], where="post", color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{size} (measured at the end of training)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def comparison_figures(rows: pd.DataFrame, trials: pd.DataFrame, size: str) -> dict[str, Figure]:
+    """Per dataset: `accuracy_vs_budget_<dataset>.png` (from `rows`: dataset, budget, method, test_acc) and
+    `pareto_<dataset>.png` (from `trials`: dataset, method, test_acc and the `size` column)."""
+    figs: dict[str, Figure] = {}
+    for ds in sorted(set(rows["dataset"].dropna()) | set(trials["dataset"].dropna())):
+        name = dataset_label(ds)
+        r, t = rows[rows["dataset"] == ds], trials[trials["dataset"] == ds]
+        if not r.dropna(subset=["test_acc"]).empty:
+            figs[f"accuracy_vs_budget_{name}.png"] = accuracy_vs_budget_figure(
+                r, f"test accuracy vs {size} budget, {name}")
+        if not t.dropna(subset=[size, "test_acc"]).empty:
+            figs[f"pareto_{name}.png"] = pareto_figure(t, size, f"every trial, {name}: test accuracy vs {size}")
+    return figs

@@ -10,6 +10,8 @@ first problem as one line naming the file, the experiment and the key. Schema:
         dataset: NAME | datasets: [NAME, ...]      (or a file path, relative to the protocol file)
         epochs: N    seeds: N    metric: test_acc | val_acc | neuron_sparsity | ...    report: [...]
         sweep: {flat.key: [v1, v2, ...]}      (optional; one key; every arm runs at every value)
+        budgets: [2k, 8000, ...]  budget_metric: params_trainable | weights_nonzero   (optional, instead of a
+                                              sweep: every arm sized to every budget, workflows/budgets.py)
         data: {data.*: ...}  common: {...}    (flat keys every arm gets)
         methods: {arm: {method: NAME (default: the arm's name), flat.key: value, ...}}
         published_source / verified_against_paper / tolerance_source: defaults for the cells below
@@ -33,6 +35,7 @@ from typing import Any
 from sparsebench.methods import ConfigError, DatasetError, RunConfig, list_datasets
 from sparsebench.methods.data.files import check_path, formats_help, looks_like_path
 from sparsebench.methods.core.registry import UnknownMethodError, get_method
+from . import budgets as budgeting
 from .yaml_input import YamlInputError, read_yaml
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
@@ -51,7 +54,10 @@ CURVE_METRICS = ("val_acc", "test_acc")   # what a pruning curve records (method
 TOP_KEYS = {"paper", "title", "arxiv", "notes", "experiments"}
 EXP_KEYS = {"name", "description", "dataset", "datasets", "epochs", "seeds", "metric", "report", "sweep", "data",
             "common", "methods", "published", "published_source", "verified_against_paper", "tolerance_source",
-            "notes"}
+            "notes", "budgets", "budget_metric"}
+# A budget experiment's swept "setting" (issue 16): not a config key; each cell's config is sized to it in closed form
+# (Method.size_to_budget) once its data's shapes are known (reproduce.plan), and `at: {budget: 2000}` names it.
+BUDGET_KEY = "budget"
 CELL_KEYS = {"method", "value", "source", "verified_against_paper", "metric", "statistic", "baseline", "dataset", "at",
              "tolerance", "tolerance_source", "std", "runs", "claim", "note"}
 
@@ -118,6 +124,11 @@ class Experiment:
     common: dict[str, Any]
     arms: dict[str, dict[str, Any]]      # arm -> flat overrides including "method"
     published: tuple[Published, ...]
+    budget_metric: str = ""              # with sweep_key == BUDGET_KEY: what the budgets count
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        return self.sweep_values if self.sweep_key == BUDGET_KEY else ()
 
     def cells(self, paper: str, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[Cell]:
         out = []
@@ -127,7 +138,7 @@ class Experiment:
                     for seed in range(seeds or self.seeds):
                         flat = {"data.dataset": ds, "train.epochs": self.epochs, **self.common, **arm_flat,
                                 "train.seed": seed}
-                        if self.sweep_key is not None:
+                        if self.sweep_key not in (None, BUDGET_KEY):   # a budget sizes the cell later
                             flat[self.sweep_key] = value
                         flat.update(overrides or {})
                         out.append(Cell(paper, self.name, ds, value, arm, seed, flat))
@@ -225,6 +236,20 @@ def _dataset_ref(ds: Any, where: str, base: Path) -> str:
     return str(path)
 
 
+def _budgets(values: Any, where: str) -> list[float]:
+    """`budgets:` as `--budgets` takes them: numbers, or strings like "2k" (workflows/budgets.py), each > 0, no repeats."""
+    if not isinstance(values, list) or not values:
+        _fail(where, f"budgets: expected a non-empty list of {budgeting.ALLOWED.split(', comma')[0]}; got {values!r}")
+    try:
+        parsed = [budgeting.parse_budgets(v) if isinstance(v, str) else (v,) for v in values]
+        bad = next((v for v, p in zip(values, parsed) if len(p) != 1), None)
+        if bad is not None:
+            _fail(where, f"budgets: {bad!r} is more than one budget; give one per list item")
+        return list(budgeting.check_budgets([p[0] for p in parsed]))
+    except budgeting.BudgetError as err:
+        _fail(where, f"budgets: {err}")
+
+
 def _experiment(e: Any, where: str, base: Path = PAPERS_DIR) -> Experiment:
     if not isinstance(e, dict):
         _fail(where, "expected a mapping")
@@ -245,6 +270,17 @@ def _experiment(e: Any, where: str, base: Path = PAPERS_DIR) -> Experiment:
     sweep = e.get("sweep") or {}
     if not isinstance(sweep, dict) or len(sweep) > 1:
         _fail(where, "sweep: expected one flat key mapped to a list of values")
+    if BUDGET_KEY in sweep:
+        _fail(where, f"sweep: {BUDGET_KEY!r} is not a config key; give budgets: [...] to size every arm to each budget")
+    if "budget_metric" in e and "budgets" not in e:
+        _fail(where, "budget_metric: give budgets with it")
+    if "budgets" in e:
+        if sweep:
+            _fail(where, "budgets: give either a sweep or budgets (the budgets are the experiment's swept setting)")
+        sweep = {BUDGET_KEY: _budgets(e["budgets"], where)}
+    budget_metric = e.get("budget_metric", "params_trainable") if "budgets" in e else ""
+    if budget_metric and budget_metric not in budgeting.BUDGET_METRICS:
+        _fail(where, f"budget_metric: unknown {budget_metric!r}; allowed: {', '.join(budgeting.BUDGET_METRICS)}")
     sweep_key, sweep_values = next(iter(sweep.items()), (None, ()))
     if sweep_key is not None and (not isinstance(sweep_values, list) or not sweep_values):
         _fail(where, f"sweep: {sweep_key} needs a non-empty list of values")
@@ -273,7 +309,7 @@ def _experiment(e: Any, where: str, base: Path = PAPERS_DIR) -> Experiment:
             _fail(f"{where}: arm {arm}", str(err))
         arms[arm] = {"method": method, **over}
     exp = Experiment(str(e["name"]), " ".join(str(e.get("description", "")).split()), datasets, epochs, seeds,
-                     e["metric"], sweep_key, tuple(sweep_values), common, arms, ())
+                     e["metric"], sweep_key, tuple(sweep_values), common, arms, (), budget_metric)
     for cell in exp.cells("-", seeds=1):   # every run must be a valid config: checked now, not on the cluster
         try:
             cell.config()

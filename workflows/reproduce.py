@@ -24,6 +24,7 @@ from ray import tune
 from sparsebench.methods import ConfigError
 from sparsebench.methods.data import dataset_label, load_dataset
 
+from . import budgets as budgeting
 from . import tracking
 from .budgets import label
 from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
@@ -33,7 +34,7 @@ from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_s
 from .trial import MlflowTrialCallback
 
 QUICK_EPOCHS, QUICK_SEEDS, QUICK_SAMPLES = 2, 2, 1000
-TAG_CELL = "cell.key"
+TAG_CELL = tracking.TAG_CELL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +81,11 @@ def plan(s: ReproduceSettings) -> Plan:
         if not exps:
             raise ProtocolError(f"paper {paper.id}: no selected experiment uses {', '.join(s.datasets)}")
     cells, run = {}, {}
+    infos: dict[str, Any] = {}   # data config -> DataInfo, each set loaded once (and checked: missing, corrupt)
     for exp in exps:
         cells[exp.name] = cells_of(exp, paper.id, s)
+        if exp.budgets:
+            cells[exp.name] = [sized_cell(c, exp, paper, infos) for c in cells[exp.name]]
         keys: dict[str, Cell] = {}
         for c in cells[exp.name]:
             try:
@@ -96,11 +100,31 @@ def plan(s: ReproduceSettings) -> Plan:
                                     + (" once --quick shrinks them" if s.quick else ""))
             keys[key] = c
         run[exp.name] = [c for c in cells[exp.name] if not s.datasets or c.dataset in s.datasets]
-    for data_cfg in {json.dumps(c.config().data.canonical(), sort_keys=True): c.config().data
-                     for cs in run.values() for c in cs}.values():
-        load_dataset(data_cfg, "cpu")   # a missing or corrupt file fails here, before anything starts
+    for c in (c for cs in run.values() for c in cs):
+        data_info(c, infos)   # a missing or corrupt file fails here, before anything starts
     check_stores(s)
     return Plan(paper, exps, cells, run)
+
+
+def data_info(c: Cell, infos: dict[str, Any]):
+    data = c.config().data
+    key = json.dumps(data.canonical(), sort_keys=True)
+    if key not in infos:
+        infos[key] = load_dataset(data, "cpu").info
+    return infos[key]
+
+
+def sized_cell(c: Cell, exp: Experiment, paper: Paper, infos: dict[str, Any]) -> Cell:
+    """A budget experiment's cell (protocol `budgets:`) sized to its budget by the method's closed-form hook
+    (workflows/budgets.py, as `search --budgets` sizes a trial); a budget the arm cannot reach is the protocol's error."""
+    info = data_info(c, infos)
+    try:
+        budgeting.check_floor((c.sweep,), info, exp.budget_metric)
+        sized = budgeting.sized_overrides(c.flat, info, c.sweep, exp.budget_metric)
+    except ConfigError as e:
+        raise ProtocolError(f"{paper.path}: experiment {exp.name}: arm {c.arm} at budget {label(c.sweep)} "
+                            f"{exp.budget_metric}: {e}") from None
+    return replace(c, flat={**c.flat, **sized})
 
 
 def experiment_name(paper: str) -> str:
@@ -309,33 +333,17 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
                   Path("search"), (exp,))
     cells = cells_of(exp, paper.id, s)
     p = Plan(paper, (exp,), {exp.name: cells}, {exp.name: cells})
+    init_ray()             # as reproduce() does: the Python API may call this first, in a fresh process
+    check_resources(s)
     # Its own parent per set of configurations: a later search's best configs never share this one's table.
     result = run_experiment(p, exp, s, echo, study=study_name(paper.id, exp.name, s, extra=arms))
     write_outputs(p, exp, s, result)
-    if any(r.get("budget") is not None for r in results):
-        result["budget_table"] = _budget_table(p, exp, s, result, results, dataset)
+    # For a budget search's comparison run (workflows/comparison.py): which arm is which (method, budget) cell,
+    # and the cells planned (a later command with fewer seeds shares this parent; only its own cells count).
+    result["budget_arms"] = {f"{r['method']}_{label(r['budget'])}": [r["method"], r["budget"]]
+                             for r in results if r.get("budget") is not None and r.get("best_config")}
+    result["planned_keys"] = sorted(cell_key(x) for x in cells)
     return result
-
-
-def _budget_table(p: Plan, exp: Experiment, s: ReproduceSettings, result: dict[str, Any], results, dataset: str) -> str:
-    """The method x budget table of a budget search's final runs (tables.budget_table: mean ± std (n) over the
-    seeds, Welch's t-test for the winner), logged beside the final stage's table and returned as Markdown."""
-    import pandas as pd
-
-    from .tables import budget_table, render
-
-    cells = {f"{r['method']}_{label(r['budget'])}": (r["method"], r["budget"]) for r in results if r.get("budget") is not None}
-    records = read_records(s.uri, p.paper.id, exp, result["parent_run_id"], {cell_key(x) for x in p.cells[exp.name]})
-    rows = [{"dataset": rec.dataset, "budget": cells[rec.arm][1], "method": cells[rec.arm][0],
-             **{k: rec.metrics.get(k) for k in ("test_acc", "params_trainable", "weights_nonzero", "seconds")}}
-            for rec in records if rec.arm in cells]
-    unreachable = [(dataset, r["method"], r["budget"], r["unreachable"]) for r in results if r.get("unreachable")]
-    table = budget_table(pd.DataFrame(rows, columns=["dataset", "budget", "method", "test_acc", "params_trainable",
-                                                     "weights_nonzero", "seconds"]), unreachable)
-    c = tracking.client(s.uri)
-    for fmt, name in (("markdown", "budget_table.md"), ("csv", "budget_table.csv"), ("html", "budget_table.html")):
-        c.log_text(result["parent_run_id"], render(table, fmt), name)
-    return render(table, "markdown")
 
 
 def list_protocols() -> str:

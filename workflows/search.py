@@ -24,16 +24,18 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from sparsebench.methods import RunConfig
+from sparsebench.methods import ConfigError, RunConfig
 from sparsebench.methods.data import dataset_label, file_digest, list_datasets, load_dataset
 
 from . import budgets as budgeting
+from . import comparison as comparing
 from . import tracking
 from .runner import RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, under_parent
 from .search_space import SearchSpace, load_search_space
 from .trial import MlflowTrialCallback
 
 METRIC, MODE = "val_acc", "max"
+OBJECTIVES = ("val_acc", "pareto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +53,7 @@ class SearchSettings(RunnerSettings):
     experiment: str = ""             # MLflow experiment; default search/<dataset>
     budgets: tuple[float, ...] = ()  # parameter budgets (issue 16); empty: each method at its space's own sizes
     budget_metric: str = "params_trainable"   # what a budget counts: params_trainable | weights_nonzero
+    objective: str = "val_acc"       # val_acc: one objective, ASHA; pareto: val_acc up and budget_metric down
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchS
              "tracking_uri": s.uri, "experiment": experiment_name(s)}
     if budget is not None:   # only then: the names of searches without budgets stay what they were
         ident["budget"] = [budget, s.budget_metric]
+    if s.objective != "val_acc":   # likewise
+        ident["objective"] = [s.objective, s.budget_metric]
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cell = "" if budget is None else f"-{budgeting.label(budget)}"
     return f"{method}{cell}-{dataset_label(base['data.dataset'])}-{digest}"
@@ -99,6 +104,10 @@ def study_name(method: str, space: SearchSpace, base: dict[str, Any], s: SearchS
 def plan(s: SearchSettings) -> list[Study]:
     """Validate everything the search needs, before Ray starts: methods, spaces, dataset (loaded once),
     storage and the MLflow store."""
+    if s.objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {s.objective!r}; allowed: {', '.join(OBJECTIVES)}")
+    if s.objective == "pareto":
+        budgeting.check_metric(s.budget_metric)
     budgets = ()
     if s.budgets:   # the Python API's values checked as the command line's are
         budgeting.check_metric(s.budget_metric)
@@ -133,9 +142,10 @@ def _with_reach(study: Study, info, metric: str) -> Study:
         return dataclasses.replace(study, info=info, unreachable=str(e))
 
 
-def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, Any]:
+def run_study(study: Study, s: SearchSettings, echo: bool = True, comparison: str | None = None) -> dict[str, Any]:
     """One method's search (at one budget). Returns {study, method, budget, parent_run_id, experiment, trials,
-    errors, best_config}; an unreachable (method, budget) cell runs nothing and says why (`unreachable`)."""
+    errors, best_config}; an unreachable (method, budget) cell runs nothing and says why (`unreachable`). With
+    `comparison` (a budget search's comparison run) the study's parent run is nested under it."""
     uri = s.uri
     experiment = experiment_name(s)
     cell = {"study": study.name, "method": study.method, "budget": study.budget, "experiment": experiment}
@@ -150,9 +160,12 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True) -> dict[str, A
         else f"{study.method}-search",
         tags={"method": study.method, "dataset": study.base["data.dataset"], "stage": "search", **budget_tags},
         params={**budget_tags, "num_samples": s.num_samples, "epochs": s.epochs, "seed": s.seed, "search_space": study.space.source,
-                "space": json.dumps(study.space.fingerprint(), sort_keys=True), "scheduler": "asha",
+                "space": json.dumps(study.space.fingerprint(), sort_keys=True), "objective": s.objective,
+                "scheduler": "fifo" if s.objective == "pareto" else "asha",
                 "asha.grace_period": s.grace_period, "asha.reduction_factor": s.reduction_factor,
                 "cpus_per_trial": s.cpus_per_trial, "gpus_per_trial": s.gpus_per_trial})
+    if comparison:
+        comparing.nest(c, comparison, parent)
     grid, killed, statuses = under_parent(c, exp_id, parent, lambda: _fit(study, s, experiment, echo))
     done = statuses["FINISHED"] + statuses["FAILED"]
     tracking.set_tags(c, parent, {"trials": str(done), "trial_errors": str(grid.num_errors)})
@@ -192,12 +205,31 @@ def _fit(study: Study, s: SearchSettings, experiment: str, echo: bool):
                                              "budget_metric": s.budget_metric},
                                        max_epochs=s.epochs, echo=echo)
         callback.budget, callback.budget_metric = study.budget, s.budget_metric
-    searcher = OptunaSearch(space=space, metric=METRIC, mode=MODE,
-                            sampler=_sampler(s.seed), study_name=study.name)
-    scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.epochs,
-                              grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor)
+    searcher, scheduler = search_and_schedule(space, study.name, s)
     return fit(study.name, s, decode, callback, echo=echo, search_alg=searcher, scheduler=scheduler,
                num_samples=s.num_samples)
+
+
+def search_and_schedule(space, name: str, s: SearchSettings):
+    """The Optuna searcher and the Tune scheduler of a study.
+
+    val_acc: TPE on val_acc, ASHA stopping poor trials early on it. pareto: one multi-objective Optuna study,
+    maximise val_acc and minimise the size `budget_metric` (OptunaSearch with metric and mode lists), sampled by
+    TPE, which handles several objectives (MOTPE: Ozaki et al., GECCO 2020; optuna's TPESampler docs), rather
+    than NSGA-II, whose default population of 50 (optuna NSGAIISampler) is more than a whole search's trials here,
+    so it would never leave its random first generation. A multi-objective study cannot prune (Ray's OptunaSearch
+    reports no intermediate values for a metric list) and ASHA needs one scalar, so in this mode no trial is
+    stopped early (FIFO): every point of the front is a network trained for all its epochs."""
+    import optuna
+    from ray.tune.schedulers import FIFOScheduler
+
+    sampler = optuna.samplers.TPESampler(seed=s.seed)
+    if s.objective == "pareto":
+        return (OptunaSearch(space=space, metric=[METRIC, s.budget_metric], mode=[MODE, "min"], sampler=sampler,
+                             study_name=name), FIFOScheduler())
+    return (OptunaSearch(space=space, metric=METRIC, mode=MODE, sampler=sampler, study_name=name),
+            ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.epochs,
+                          grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor))
 
 
 class BudgetTrialCallback(MlflowTrialCallback):
@@ -222,24 +254,32 @@ def _log_study_table(c, uri: str, experiment: str, parent: str) -> None:
         c.log_text(parent, render(table, fmt), name)
 
 
-def _sampler(seed: int):
-    import optuna
-
-    return optuna.samplers.TPESampler(seed=seed)
-
-
 def search(s: SearchSettings, studies: list[Study] | None = None, echo: bool = True) -> list[dict[str, Any]]:
-    """Run every method's study, one after another; `studies` from `plan(s)` when already validated."""
+    """Run every method's study, one after another; `studies` from `plan(s)` when already validated. With budgets,
+    or --objective pareto, the studies are nested under one comparison run (workflows/comparison.py), closed with its table and figures
+    from each cell's best trial; `comparison.finish` again with a final stage (the CLI's --final-seeds) replaces
+    them by the final seeds'. Each result carries the comparison's run id (`comparison_run_id`)."""
     studies = studies or plan(s)
     init_ray()
     check_resources(s)
+    comparison = None
+    if s.budgets or s.objective == "pareto":
+        c = tracking.client(s.uri)
+        comparison = comparing.start(c, tracking.get_or_create_experiment(c, experiment_name(s)), studies, s)
     out = []
-    for study in studies:
-        at = "" if study.budget is None else f" at {budgeting.label(study.budget)} {s.budget_metric}"
-        if echo and study.unreachable:
-            print(f"[{study.method}]{at}: unreachable ({study.unreachable})", flush=True)
-        elif echo:
-            print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on "
-                  f"{dataset_label(s.dataset)}{at}", flush=True)
-        out.append(run_study(study, s, echo=echo))
+    try:
+        for study in studies:
+            at = "" if study.budget is None else f" at {budgeting.label(study.budget)} {s.budget_metric}"
+            if echo and study.unreachable:
+                print(f"[{study.method}]{at}: unreachable ({study.unreachable})", flush=True)
+            elif echo:
+                print(f"[{study.method}] study {study.name}: {s.num_samples} trials x {s.epochs} epochs on "
+                      f"{dataset_label(s.dataset)}{at}", flush=True)
+            out.append({**run_study(study, s, echo=echo, comparison=comparison), "comparison_run_id": comparison})
+    except BaseException:
+        if comparison:
+            comparing.abort(s.uri, comparison)
+        raise
+    if comparison:
+        comparing.finish(s.uri, comparison, out, data_path(s.dataset), s.budget_metric)
     return out

@@ -30,7 +30,8 @@ from .sqlite_seed import seed
 
 TAG_STUDY = "sparsebench.study"
 TAG_TRIAL = "sparsebench.trial_id"
-TAG_KIND = "sparsebench.kind"  # parent | trial
+TAG_KIND = "sparsebench.kind"  # parent | trial | comparison (workflows/comparison.py)
+TAG_CELL = "cell.key"  # a final-stage run's cell (workflows/reproduce.py cell_key)
 PARENT_TAG = "mlflow.parentRunId"
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "pandas", "numpy", "scikit-learn", "scipy", "sparsebench")
 _MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
@@ -139,14 +140,15 @@ def find_run(c: MlflowClient, experiment_id: str, tags: dict[str, str]) -> Any |
 
 
 def start_parent_run(c: MlflowClient, experiment_id: str, study: str, run_name: str, tags: dict[str, str],
-                     params: dict[str, Any]) -> str:
-    """The parent run of a study, created once; a rerun of the same study reopens it (status RUNNING)."""
-    found = find_run(c, experiment_id, {TAG_STUDY: study, TAG_KIND: "parent"})
+                     params: dict[str, Any], kind: str = "parent") -> str:
+    """The parent run of a study (or of a comparison of studies, kind="comparison"), created once; a rerun of the
+    same study reopens it (status RUNNING)."""
+    found = find_run(c, experiment_id, {TAG_STUDY: study, TAG_KIND: kind})
     if found is not None:
         c.update_run(found.info.run_id, status="RUNNING")
         return found.info.run_id
     run = c.create_run(experiment_id, run_name=run_name,
-                       tags={TAG_STUDY: study, TAG_KIND: "parent", **env_tags(), **tags})
+                       tags={TAG_STUDY: study, TAG_KIND: kind, **env_tags(), **tags})
     log_params(c, run.info.run_id, params)
     return run.info.run_id
 
