@@ -9,6 +9,7 @@ store (docs/design.md, "MLflow layout"); their results reach the driver through 
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import ray
 import torch
 from ray import tune
 
-from sparsebench.methods import RunConfig, Trainer, list_datasets
+from sparsebench.methods import DatasetError, RunConfig, Trainer, list_datasets
 
 from . import failpoints
 from .system_metrics import Sampler
@@ -45,6 +46,20 @@ def dataset_description(cfg: RunConfig, info) -> str:
                        "num_classes": info.num_classes, "n_train": info.n_train, "n_val": info.n_val, "n_test": info.n_test})
 
 
+def trial_trainer(cfg: RunConfig) -> Trainer:
+    """The trial's Trainer, its data read on the node the trial runs on. The driver checked the data on its own node
+    only: a file missing or unreadable here fails the trial with one line naming the file and this node (after
+    Tune's retries the trial's run is FAILED with that line as its `error` tag)."""
+    try:
+        return Trainer(cfg, device="auto")
+    except DatasetError as e:
+        where = f"on node {ray.util.get_node_ip_address()} (host {socket.gethostname()})"
+        hint = "" if cfg.data.dataset in list_datasets() else (
+            "; a data file must lie at this path on every node: ship it inside the job's --working-dir or put it on "
+            "a filesystem every node mounts (docs/cluster.md, 'Your data on the cluster')")
+        raise DatasetError(f"{e} {where}{hint}") from None
+
+
 def save_model(tr: Trainer, folder: Path) -> None:
     """The network as trained and last measured (no topology change follows the last epoch: Trainer.run_epoch) and
     the first test inputs as the network sees them, for the driver to log (tracking.log_model)."""
@@ -62,7 +77,7 @@ def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = C
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     if cpus is not None and cpus < 1:
         torch.set_num_threads(1)
-    trainer = Trainer(cfg, device="auto")
+    trainer = trial_trainer(cfg)
     checkpoint = tune.get_checkpoint()
     restored: list[str] = []   # the history as JSON, until the first report has sent it
     if checkpoint is not None:

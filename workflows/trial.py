@@ -109,6 +109,17 @@ class _Writer:
             send(run_id)
 
 
+def error_line(trial) -> str:
+    """The last line of a failed trial's error (Tune keeps its traceback in the trial's storage): the exception and
+    its message, e.g. the one line of a DatasetError raised on the worker."""
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - the error file is gone or unreadable: the run is FAILED without the line
+        return ""
+    lines = [line.strip() for line in str(err or "").splitlines() if line.strip()]
+    return lines[-1][:1000] if lines else ""
+
+
 class MlflowTrialCallback(tune.Callback):
     """Driver-side MLflow writer for the trials of one study (one Tuner).
 
@@ -254,11 +265,15 @@ class MlflowTrialCallback(tune.Callback):
             # Before the run is FINISHED: a finished final run always has its model (a reproduction reruns the
             # cells whose runs are not FINISHED, workflows/reproduce.py).
             self._log_model(trial, run_id)
+        error = error_line(trial) if status == "FAILED" else ""
+        if error:   # e.g. a worker without the data file (trainable.trial_trainer): the UI shows why
+            tracking.set_tags(self.client, run_id, {"error": error})
         self.client.set_terminated(run_id, status=status)
         if self.echo:
             word = "diverged" if diverged else "stopped" if stopped else status.lower()
             print(f"  trial {trial.trial_id} {word:8s} epoch {last.get('epoch', 0):>3} "
-                  f"val_acc {last.get('val_acc', float('nan')):.4f} test_acc {last.get('test_acc', float('nan')):.4f}", flush=True)
+                  f"val_acc {last.get('val_acc', float('nan')):.4f} test_acc {last.get('test_acc', float('nan')):.4f}"
+                  + (f": {error}" if error else ""), flush=True)
 
     def _log_model(self, trial, run_id: str) -> None:
         """The network the trial saved in its final checkpoint (trainable.save_model), read where the driver is
