@@ -16,11 +16,12 @@ from sparsebench.workflows.trial import MlflowTrialCallback
 HOUR = 3600.0
 
 
-def test_a_short_trial_reports_one_sample_at_its_end():
+def test_a_short_trial_samples_at_its_first_and_last_report_only():
     sampler = Sampler(interval=HOUR)
     try:
-        assert sampler.take() == {}                 # no sample yet: an epoch shorter than the interval carries none
-        last = sampler.take(final=True)             # the trial's last report samples then
+        assert sampler.take(now=True)               # the first report samples then
+        assert sampler.take() == {}                 # an epoch shorter than the interval carries none
+        last = sampler.take(now=True)               # the last report samples then
         assert sampler.take() == {}                 # and the samples are cleared once taken
     finally:
         sampler.close()
@@ -36,14 +37,14 @@ def test_a_trial_run_has_system_metrics(tmp_path):
     c = tracking.client(uri)
     exp_id = tracking.get_or_create_experiment(c, "search/x")
     tracking.start_parent_run(c, exp_id, "study-x", "dense-search", tags={}, params={})
-    cb = MlflowTrialCallback(uri, "search/x", "study-x", stage="search", decode=lambda x: x, tags={}, max_epochs=2, echo=False)
-    cfg = RunConfig.from_flat({"method": "dense", "train.epochs": 2})
-    trial = SimpleNamespace(trial_id="t1", config=cfg.flat(), last_result={"epoch": 2})
+    cb = MlflowTrialCallback(uri, "search/x", "study-x", stage="search", decode=lambda x: x, tags={}, max_epochs=3, echo=False)
+    cfg = RunConfig.from_flat({"method": "dense", "train.epochs": 3})
+    trial = SimpleNamespace(trial_id="t1", config=cfg.flat(), last_result={"epoch": 3})
     sampler = Sampler(interval=HOUR)
     try:
         cb.on_trial_start(0, [], trial)
-        for epoch in (1, 2):   # as the trainable reports: samples since the last report, one at the end
-            cb.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": 0.5, **sampler.take(final=epoch == 2)})
+        for epoch in (1, 2, 3):   # as the trainable reports: a sample at the first and the last report
+            cb.on_trial_result(0, [], trial, {"epoch": epoch, "val_acc": 0.5, **sampler.take(now=epoch != 2)})
         cb.on_trial_complete(0, [], trial)
     finally:
         sampler.close()
@@ -51,4 +52,4 @@ def test_a_trial_run_has_system_metrics(tmp_path):
     system = {k for k in run.data.metrics if k.startswith(PREFIX)}
     assert {PREFIX + "cpu_utilization_percentage", PREFIX + "system_memory_usage_megabytes"} <= system
     history = c.get_metric_history(run.info.run_id, PREFIX + "cpu_utilization_percentage")
-    assert [m.step for m in history] == [2]   # the epoch it was reported with
+    assert [m.step for m in history] == [1, 3]   # the epochs they were reported with

@@ -5,8 +5,8 @@ MLflow (docs/design.md, "MLflow layout"), so the driver logs the samples as the 
 names MLflow gives them, which its UI shows in the run's System metrics tab.
 
 A report carries the mean of the samples taken since the previous one (MLflow's aggregation, `aggregate_metrics`);
-an epoch shorter than the sampling interval carries none, except the trial's last, which takes a sample then, so
-every finished trial run has at least one.
+an epoch shorter than the sampling interval carries none, except the trial's first and last, which take a sample
+then when none is pending: every trial run has one, a trial ASHA stops after its first epoch included.
 """
 from __future__ import annotations
 
@@ -69,9 +69,10 @@ class Sampler:
             with self._lock:
                 self._sample()
 
-    def take(self, final: bool = False) -> dict[str, float]:
+    def take(self, now: bool = False) -> dict[str, float]:
+        """`now`: sample at once if no sample is pending (a trial's first and last report)."""
         with self._lock:
-            if final and not self._taken:
+            if now and not self._taken:
                 self._sample()
             if not self._taken:
                 return {}

@@ -98,9 +98,11 @@ def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = C
     trial_id = tune.get_context().get_trial_id()
 
     sampler = Sampler()   # what the trial uses of its node, as MLflow's system metrics (workflows/system_metrics.py)
+    first = [True]   # until this attempt's first report (which samples at once) has gone
 
     def report(metrics: dict[str, float], tr: Trainer) -> None:
-        result = {**metrics, **info, **sampler.take(final=tr.finished), **({HISTORY_KEY: restored.pop()} if restored else {})}
+        result = {**metrics, **info, **sampler.take(now=bool(first and first.pop()) or tr.finished),
+                  **({HISTORY_KEY: restored.pop()} if restored else {})}
         hold = failpoints.due(trial_id, metrics["epoch"])   # a fault test's hold point (workflows/failpoints.py)
         if not (cadence.due(final=tr.finished) or hold):
             tune.report(result)
