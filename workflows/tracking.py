@@ -87,6 +87,18 @@ def client(uri: str) -> MlflowClient:
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+# ... but the MLflow 3.17 UI no longer reads that tag: its OSS build takes the view from one global switch (GenAI |
+# Model training), from the page address's `workflowType` or else the browser's last choice (localStorage
+# "mlflow.workflowType", GenAI at first; mlflow/server/js main bundle, the workflowType provider). A link with
+# the parameter opens an experiment on its runs table.
+UI_WORKFLOW = "machine_learning"
+
+
+def ui_route(experiment_id: str) -> str:
+    """The MLflow UI's address of an experiment's runs table, after `http://HOST:PORT/`."""
+    return f"#/experiments/{experiment_id}?workflowType={UI_WORKFLOW}"
+
+
 def get_or_create_experiment(c: MlflowClient, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
