@@ -12,17 +12,17 @@ import pytest
 import torch
 from ray import tune
 
-from sparsebench.methods import Trainer, metrics
+from sparsebench.methods import Trainer, list_methods, metrics
 from sparsebench.methods.core.train import evaluation_data
 from sparsebench.methods.nn.sparse_linear import SparseLinear
 from sparsebench.workflows import tracking
-from sparsebench.workflows.trainable import EXAMPLE_ROWS, save_model
+from sparsebench.workflows.trainable import EXAMPLE_ROWS, MODEL_FILE, save_model
 from sparsebench.workflows.trial import MlflowTrialCallback
 
 from .conftest import small_config
 
-CASES = {"dense": {}, "set_sparse": {"method": "set", "model.sparse_compute": "sparse"},
-         "spectral": {}, "lp_sphere": {}}
+CASES = {"dense": {}, "set_mask": {"method": "set", "model.sparse_compute": "mask"},
+         "set_sparse": {"method": "set", "model.sparse_compute": "sparse"}, "spectral": {}, "lp_sphere": {}}
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,15 @@ def test_a_final_runs_model_loads_back_with_its_logged_test_accuracy(tmp_path, d
     assert list(info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, digits.info.num_classes]
     assert info.saved_input_example_info["type"] == "ndarray"
     assert len(torch.load(folder / "input_example.pt")) == EXAMPLE_ROWS
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_the_saved_network_of_every_method_is_the_one_measured_last(tmp_path, digits, method):
+    """What trainable.save_model writes and the driver reads back (pickled whole) gives the last epoch's test_acc:
+    no method changes the network after its last measurement (SET rewiring, neuron pruning, the spectral filter's
+    shrinking all happen between epochs only)."""
+    tr = Trainer(small_config(method, **{"train.epochs": 2}), data=digits)
+    tr.fit()
+    save_model(tr, tmp_path)
+    model = torch.load(tmp_path / MODEL_FILE, map_location="cpu", weights_only=False)
+    assert metrics.accuracy(model, tr.data.x_test, tr.data.y_test).item() == tr.history[-1]["test_acc"]
