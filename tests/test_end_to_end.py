@@ -125,10 +125,13 @@ def test_search_on_a_csv_file_lands_in_mlflow_with_its_dataset_input(in_tmp_cwd,
     wine.to_csv(in_tmp_cwd / "wine.csv", index=False)
     assert main(["search", "--methods", "dense", "--dataset", "wine.csv", "--target", "class", "--num-samples", "1",
                  "--epochs", "2", "--max-concurrent", "1"]) == 0
-    assert "| search/wine.csv | dense" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| search/wine.csv | dense" in out
     client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
     exp = client.get_experiment_by_name("search/wine.csv")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # The 3.17 UI reads its view from the address, not the tag: the printed link opens the runs table.
+    assert f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}?workflowType=machine_learning" in out
     (trial,) = _runs(client, exp.experiment_id, "trial")
     (inp,) = client.get_run(trial.info.run_id).inputs.dataset_inputs
     assert (inp.dataset.name, inp.dataset.source_type) == ("wine.csv", "local")

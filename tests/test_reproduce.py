@@ -3,10 +3,14 @@ final runs in MLflow, the table files and their numbers, the plot, and a resumed
 cell that is missing."""
 from __future__ import annotations
 
+import mlflow
+import mlflow.pytorch
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sparsebench.methods import RunConfig, metrics
+from sparsebench.methods.core.train import evaluation_data
 from sparsebench.workflows import tracking
 from sparsebench.workflows.cli import main
 from sparsebench.workflows.repro_table import COLUMNS
@@ -89,3 +93,12 @@ def test_search_final_stage_reruns_each_best_config_over_seeds(in_tmp_cwd, ray_s
     assert sorted(r.data.params["train.seed"] for r in runs) == ["0", "1"]
     assert all(r.data.params["model.hidden"] == "(16,)" and r.data.params["train.lr"] == "0.05" for r in runs)
     assert row.measured == pytest.approx(sum(r.data.metrics["test_acc"] for r in runs) / 2, abs=1e-12)
+    # Each final run logged the network it trained (in a Ray worker): it loads back with the run's test accuracy.
+    mlflow.set_tracking_uri(f"sqlite:///{in_tmp_cwd / 'mlflow.db'}")
+    for r in runs:
+        uri = f"runs:/{r.info.run_id}/{tracking.MODEL_NAME}"
+        data = evaluation_data(RunConfig.from_flat(mlflow.models.get_model_info(uri).metadata["sparsebench_config"]))
+        model = mlflow.pytorch.load_model(uri)
+        assert metrics.accuracy(model, data.x_test, data.y_test).item() == r.data.metrics["test_acc"]
+        # What the trial used of its node, sampled in the worker (workflows/system_metrics.py).
+        assert 0.0 <= r.data.metrics["system/cpu_utilization_percentage"] <= 100.0

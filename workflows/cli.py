@@ -27,7 +27,7 @@ from .errors import ResourceError, SearchInterrupted
 from .protocol import ProtocolError
 from .search_space import SearchSpaceError
 from .tables import TableError, best_table, render, runs_frame
-from .tracking import StoreError, check_store, default_tracking_uri
+from .tracking import StoreError, check_store, client, default_tracking_uri, ui_route
 
 # The commands that run trials (search, reproduce) import Ray Tune, which takes seconds; `sparsebench table`, `ui`,
 # `server` and every refused command line should not wait for it, so those two modules are imported in the
@@ -262,6 +262,9 @@ def cmd_search(args, method_names) -> int:
             print(f"{r['method']} at budget {r['budget']:g}: unreachable ({r['unreachable']})")
     print(f"\n{sum(r['trials'] for r in results)} trials in {time.perf_counter() - start:.1f} s; "
           f"MLflow experiment {results[0]['experiment']!r} at {uri}")
+    exp = client(uri).get_experiment_by_name(results[0]["experiment"])
+    if exp is not None:   # none when every study was unreachable
+        print(f"In the MLflow UI (sparsebench ui): http://127.0.0.1:5000/{ui_route(exp.experiment_id)}")
     code = 1 if any(r["errors"] for r in results) else 0
     final = None
     if getattr(args, "final_seeds", None):
@@ -271,6 +274,8 @@ def cmd_search(args, method_names) -> int:
             return 1
         final = final_stage(results, data_path(s.dataset), args.final_seeds, rs)
         print(f"\n### {final['title']}\n")
+        print(f"MLflow: the final runs and their models at http://127.0.0.1:5000/"
+              f"{ui_route(client(uri).get_experiment_by_name(final['mlflow_experiment']).experiment_id)}\n")
         print(final["files"]["table.md"].read_text().split("\n\n", 2)[-1])
         code = code or (0 if final["complete"] else 1)
     comparison = results[0].get("comparison_run_id")
@@ -294,7 +299,7 @@ def cmd_demo(args) -> int:
     code = cmd_search(args, list_methods())
     uri = args.tracking_uri
     ui = "sparsebench ui" + (f" --tracking-uri {uri}" if uri else "")
-    print(f"\nOpen the MLflow UI on these runs: {ui}   (then browse http://127.0.0.1:5000)")
+    print(f"\nOpen the MLflow UI on these runs: {ui}   (then browse the address above)")
     return code
 
 

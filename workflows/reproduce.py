@@ -172,8 +172,10 @@ def close_runs_of(c, exp_id: str, parent: str, keys: set[str], status: str) -> i
     return tracking.close_open_children(c, exp_id, parent, status, only=lambda r: r.data.tags.get(TAG_CELL) in keys)[0]
 
 
-def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = True, study: str | None = None
-                   ) -> dict[str, Any]:
+def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = True, study: str | None = None,
+                   log_models: bool = False) -> dict[str, Any]:
+    """Run the experiment's missing cells; `log_models`: each finished cell's run gets its trained network as
+    its MLflow model (a search's final stage)."""
     uri = s.uri
     c = tracking.client(uri)
     experiment = experiment_name(p.paper.id)
@@ -198,10 +200,11 @@ def run_experiment(p: Plan, exp: Experiment, s: ReproduceSettings, echo: bool = 
         # A Tune experiment per set of missing cells: a rerun after a crash runs what MLflow lacks then.
         name = f"{study}-{hashlib.sha256(''.join(sorted(cell_key(x) for x in todo)).encode()).hexdigest()[:8]}"
         callback = MlflowTrialCallback(uri, experiment, study, stage="final", decode=decoder,
-                                       tags={"paper": p.paper.id}, max_epochs=0, echo=echo, trial_tags=decoder.tags)
+                                       tags={"paper": p.paper.id}, max_epochs=0, echo=echo, trial_tags=decoder.tags,
+                                       log_models=log_models)
         grid, killed, _ = under_parent(
             c, exp_id, parent, only=lambda r: r.data.tags.get(TAG_CELL) in mine,
-            run=lambda: fit(name, s, decoder, callback, echo=echo,
+            run=lambda: fit(name, s, decoder, callback, echo=echo, keep_model=log_models,
                             param_space={"cell": tune.grid_search(list(range(len(todo))))}))
         errors = grid.num_errors
         missing = len(mine - finished_keys(c, exp_id, parent))
@@ -336,7 +339,8 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
     init_ray()             # as reproduce() does: the Python API may call this first, in a fresh process
     check_resources(s)
     # Its own parent per set of configurations: a later search's best configs never share this one's table.
-    result = run_experiment(p, exp, s, echo, study=study_name(paper.id, exp.name, s, extra=arms))
+    # The networks a user would keep: every final run logs its trained model (runs:/<run id>/model).
+    result = run_experiment(p, exp, s, echo, study=study_name(paper.id, exp.name, s, extra=arms), log_models=True)
     write_outputs(p, exp, s, result)
     # For a budget search's comparison run (workflows/comparison.py): which arm is which (method, budget) cell,
     # and the cells planned (a later command with fewer seeds shares this parent; only its own cells count).

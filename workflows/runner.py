@@ -149,14 +149,16 @@ def check_stores(s: RunnerSettings) -> None:
 
 
 def fit(name: str, s: RunnerSettings, decode: Callable[[dict], dict], callback, *, param_space: dict | None = None,
-        echo: bool = True, **tune_config: Any):
+        echo: bool = True, keep_model: bool = False, **tune_config: Any):
     """Run (or, when Tune has it in the storage, restore and finish) the Tune experiment `name` of the shared
-    trainable; `tune_config` adds to the TuneConfig (search_alg, scheduler, num_samples)."""
+    trainable; `tune_config` adds to the TuneConfig (search_alg, scheduler, num_samples); `keep_model`: each trial's
+    final checkpoint holds its trained network (trainable.save_model)."""
     # Ours, never Tune's own ray.init() (ray/tune/tune.py, _ray_auto_init): that one joins whatever cluster
     # /tmp/ray/ray_current_cluster names, e.g. one a `ray start` left behind (a final stage called from the Python
     # API, with no search before it, hung so).
     init_ray()
-    fn = tune.with_resources(tune.with_parameters(trainable, decode=decode, checkpoint_seconds=s.checkpoint_seconds),
+    fn = tune.with_resources(tune.with_parameters(trainable, decode=decode, checkpoint_seconds=s.checkpoint_seconds,
+                                                  keep_model=keep_model),
                              {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     path = f"{s.storage_path.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):

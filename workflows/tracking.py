@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import subprocess
@@ -27,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from .hardware import hardware
 from .sqlite_seed import seed
+from .system_metrics import PREFIX as SYSTEM_PREFIX
 
 TAG_STUDY = "sparsebench.study"
 TAG_TRIAL = "sparsebench.trial_id"
@@ -86,6 +88,18 @@ def client(uri: str) -> MlflowClient:
 # "genai_development" the Traces/Judges view (the values of mlflow's ExperimentKind in its UI code and its
 # mlflow-onboarding skill, mlflow/assistant/skills/mlflow-onboarding/SKILL.md). Untagged, the UI guesses.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+# ... but the MLflow 3.17 UI no longer reads that tag: its OSS build takes the view from one global switch (GenAI |
+# Model training), from the page address's `workflowType` or else the browser's last choice (localStorage
+# "mlflow.workflowType", GenAI at first; mlflow/server/js main bundle, the workflowType provider). A link with
+# the parameter opens an experiment on its runs table.
+UI_WORKFLOW = "machine_learning"
+
+
+def ui_route(experiment_id: str) -> str:
+    """The MLflow UI's address of an experiment's runs table, after `http://HOST:PORT/`."""
+    return f"#/experiments/{experiment_id}?workflowType={UI_WORKFLOW}"
 
 
 def get_or_create_experiment(c: MlflowClient, name: str) -> str:
@@ -163,9 +177,10 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The per-epoch numbers of a Tune result (Tune adds its own bookkeeping keys, which are dropped)."""
     from sparsebench.methods.core.metrics import EPOCH_KEYS
 
+    # budget_feasible: workflows/budgets.py; system/*: what the trial used of its node (workflows/system_metrics.py)
     return {k: float(v) for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and (k in EPOCH_KEYS or k.startswith("layer") or k in ("lr", "budget_feasible"))}   # budget: workflows/budgets.py
+            and (k in EPOCH_KEYS or k.startswith(("layer", SYSTEM_PREFIX)) or k in ("lr", "budget_feasible"))}
 
 
 def epoch_metrics(values: dict[str, float], step: int) -> list[Metric]:
@@ -259,3 +274,45 @@ def log_dataset_input(c: MlflowClient, run_id: str, described: str) -> None:
 
 def set_tags(c: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
     c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+
+MODEL_NAME = "model"   # runs:/<run id>/model
+
+
+def log_model(uri: str, run_id: str, model, example, config: dict[str, Any]) -> None:
+    """A trained network as the run's MLflow PyTorch model `model`, so that `mlflow.pytorch.load_model(
+    "runs:/<run id>/model")` returns it: signature and input example from `example` (the first test inputs as the
+    run's network saw them), the run's flat config in the model's metadata (`sparsebench_config`, from which
+    methods.core.train.evaluation_data rebuilds the inputs the run was measured on; docs/tracking.md)."""
+    import torch
+    from mlflow.models import infer_signature
+
+    model.eval()
+    with torch.no_grad():
+        out = model(example)
+    signature = infer_signature(example.numpy(), out.numpy())
+    mlflow.set_tracking_uri(uri)
+    quiet = logging.getLogger("mlflow.pytorch")   # its warning on pickle, chosen here on purpose (below)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _log_pytorch_model(run_id, model, example, signature, config)
+    finally:
+        quiet.setLevel(level)
+
+
+def _log_pytorch_model(run_id: str, model, example, signature, config: dict[str, Any]) -> None:
+    import mlflow.pytorch
+
+    # Fluent, inside the run: MLflow 3 files the LoggedModel under the active run's experiment (with only run_id
+    # it would land in the default experiment; mlflow/tracking/fluent.py _create_logged_model).
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        mlflow.pytorch.log_model(
+            model, name=MODEL_NAME, signature=signature, input_example=example.numpy(),
+            # Pickle, not MLflow 3's default pt2 (torch.export): it returns the module itself, any batch size, and
+            # exports no graph of the CSR kernels of methods/nn/sparse_linear.py. Loading needs sparsebench.
+            serialization_format="pickle",
+            # Given, not inferred: inference loads the model once more in a subprocess, seconds per run.
+            pip_requirements=[f"torch=={metadata.version('torch').split('+')[0]}",
+                              f"sparsebench=={metadata.version('sparsebench')}"],
+            metadata={"sparsebench_config": config})

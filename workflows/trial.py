@@ -14,12 +14,13 @@ import atexit
 import json
 import queue
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from ray import tune
 
 from . import tracking
-from .trainable import HISTORY_KEY, run_config_from
+from .trainable import EXAMPLE_FILE, HISTORY_KEY, MODEL_FILE, run_config_from
 
 # The writer waits this long after the first queued write before it drains the queue, so that a run's epochs go
 # to the store together: on a SQLite store one log_batch of 5 epochs costs 8 ms of driver CPU per epoch, one per
@@ -108,6 +109,17 @@ class _Writer:
             send(run_id)
 
 
+def error_line(trial) -> str:
+    """The last line of a failed trial's error (Tune keeps its traceback in the trial's storage): the exception and
+    its message, e.g. the one line of a DatasetError raised on the worker."""
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - the error file is gone or unreadable: the run is FAILED without the line
+        return ""
+    lines = [line.strip() for line in str(err or "").splitlines() if line.strip()]
+    return lines[-1][:1000] if lines else ""
+
+
 class MlflowTrialCallback(tune.Callback):
     """Driver-side MLflow writer for the trials of one study (one Tuner).
 
@@ -117,11 +129,13 @@ class MlflowTrialCallback(tune.Callback):
     """
 
     def __init__(self, tracking_uri: str, experiment: str, study: str, stage: str, decode, tags: dict[str, str],
-                 max_epochs: int, echo: bool = True, trial_tags=None):
-        """`trial_tags(config)`: tags of one trial's run beside `tags` (a reproduction's cell identity)."""
+                 max_epochs: int, echo: bool = True, trial_tags=None, log_models: bool = False):
+        """`trial_tags(config)`: tags of one trial's run beside `tags` (a reproduction's cell identity);
+        `log_models`: a finished trial's network (in its final checkpoint, runner.fit(keep_model=True)) is logged
+        as the run's MLflow model before the run closes."""
         self.uri, self.experiment, self.study = tracking_uri, experiment, study
         self.stage, self.decode, self.tags, self.echo = stage, decode, tags, echo
-        self.trial_tags = trial_tags
+        self.trial_tags, self.log_models = trial_tags, log_models
         self.max_epochs = max_epochs
         self._reset()
 
@@ -247,11 +261,38 @@ class MlflowTrialCallback(tune.Callback):
             tracking.set_tags(self.client, run_id, {"early_stopped": "true"})
         if diverged:  # its loss went NaN/inf and training ended there; an outcome, logged and kept out of best_table
             tracking.set_tags(self.client, run_id, {"diverged": "true"})
+        if self.log_models and status == "FINISHED" and not diverged:
+            # Before the run is FINISHED: a finished final run always has its model (a reproduction reruns the
+            # cells whose runs are not FINISHED, workflows/reproduce.py).
+            self._log_model(trial, run_id)
+        error = error_line(trial) if status == "FAILED" else ""
+        if error:   # e.g. a worker without the data file (trainable.trial_trainer): the UI shows why
+            tracking.set_tags(self.client, run_id, {"error": error})
         self.client.set_terminated(run_id, status=status)
         if self.echo:
             word = "diverged" if diverged else "stopped" if stopped else status.lower()
             print(f"  trial {trial.trial_id} {word:8s} epoch {last.get('epoch', 0):>3} "
-                  f"val_acc {last.get('val_acc', float('nan')):.4f} test_acc {last.get('test_acc', float('nan')):.4f}", flush=True)
+                  f"val_acc {last.get('val_acc', float('nan')):.4f} test_acc {last.get('test_acc', float('nan')):.4f}"
+                  + (f": {error}" if error else ""), flush=True)
+
+    def _log_model(self, trial, run_id: str) -> None:
+        """The network the trial saved in its final checkpoint (trainable.save_model), read where the driver is
+        (the checkpoint lies in Tune's storage, local or remote), logged as the run's MLflow model."""
+        import torch
+
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            raise RuntimeError(f"trial {trial.trial_id} finished without a checkpoint: no model to log")
+        with checkpoint.as_directory() as d:
+            folder = Path(d)
+            if not (folder / MODEL_FILE).is_file():
+                raise RuntimeError(f"trial {trial.trial_id}: its final checkpoint {checkpoint.path} holds no {MODEL_FILE}")
+            # map_location: a network trained on a GPU is logged from a driver that may have none.
+            # weights_only=False: a whole module, pickled by our own trainable.
+            model = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
+            example = torch.load(folder / EXAMPLE_FILE, map_location="cpu", weights_only=True)
+        config = run_config_from(self.decode(trial.config)).flat()
+        tracking.log_model(self.uri, run_id, model, example, json.loads(json.dumps(config)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, "FINISHED")

@@ -76,6 +76,12 @@ def prepare_augmentation(cfg: RunConfig, data: Dataset) -> tuple[Dataset, Augmen
     return data, dataclasses.replace(preset, mean=None, std=None)
 
 
+def evaluation_data(cfg: RunConfig, device: str | torch.device | None = "cpu") -> Dataset:
+    """The splits exactly as a run of `cfg` trains and measures on (loaded, standardised with the training statistics,
+    normalised for its augmentation preset): the inputs a network the run logged expects (docs/tracking.md)."""
+    return prepare_augmentation(cfg, load_dataset(cfg.data, resolve_device(device)))[0]
+
+
 def device_generator(device: torch.device, seed: int) -> torch.Generator:
     # On the batch's device, so that augmentation draws need no host-to-device copy (methods/data/augment.py docstring).
     try:
