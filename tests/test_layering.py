@@ -206,3 +206,16 @@ def test_tests_benchmarks_and_scripts_import_the_installed_namespace_only():
                          [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
                 bad += [f"{f.relative_to(REPO)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in ROOTS]
     assert not bad, bad
+
+
+def test_listing_methods_and_refusing_a_command_load_neither_ray_nor_mlflow():
+    """`sparsebench methods` and a refused command line answer without Ray, Optuna or MLflow (seconds of imports:
+    workflows/cli.py imports them in the commands that use them)."""
+    code = ("import contextlib, io, sys; from sparsebench.workflows import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "    codes = [cli.main(['methods']), cli.main(['search', '--methods', 'nope']),"
+            " cli.main(['search', '--dataset', 'nope.csv']), cli.main(['search', '--budgets', '2q'])]\n"
+            "heavy = sorted({n.split('.')[0] for n in sys.modules} & {'ray', 'optuna', 'mlflow'}); print(codes, heavy)\n"
+            "assert codes == [0, 2, 2, 2] and not heavy")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO.parent)
+    assert r.returncode == 0, r.stdout + r.stderr

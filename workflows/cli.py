@@ -23,15 +23,13 @@ from sparsebench.methods.families import MethodPathError, check_discovery
 
 from . import catalog
 from .checkpointing import CHECKPOINT_SECONDS
-from .errors import ResourceError, SearchInterrupted
+from .errors import ResourceError, SearchInterrupted, StoreError, TableError
 from .protocol import ProtocolError
 from .search_space import SearchSpaceError
-from .tables import TableError, best_table, render, runs_frame
-from .tracking import StoreError, check_store, client, default_tracking_uri, ui_route
 
-# The commands that run trials (search, reproduce) import Ray Tune, which takes seconds; `sparsebench table`, `ui`,
-# `server` and every refused command line should not wait for it, so those two modules are imported in the
-# command functions that need them.
+# The commands that run trials (search, reproduce) import Ray Tune, which takes seconds, and the ones that read a
+# store import MLflow (about 2 s); `sparsebench methods` and every refused command line wait for neither, so those
+# modules are imported in the command functions that need them (tests/test_cli.py checks which modules load).
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
@@ -245,6 +243,8 @@ def _settings(args, method_names):
 def cmd_search(args, method_names) -> int:
     from .reproduce import ReproduceSettings, final_stage
     from .search import data_path, plan, search
+    from .tables import best_table, render, runs_frame
+    from .tracking import client, ui_route
 
     s = _settings(args, method_names)
     studies = plan(s)  # everything is validated before Ray starts
@@ -304,6 +304,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_table(args) -> int:
+    from .tables import best_table, render, runs_frame
+    from .tracking import check_store, default_tracking_uri
+
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri, must_exist=True)
     if args.by == "budget":
@@ -336,6 +339,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    from .tracking import check_store, default_tracking_uri
+
     uri = args.tracking_uri or default_tracking_uri()
     check_store(uri, must_exist=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import tracking
+from .errors import TableError
 
 RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
                "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
@@ -18,10 +19,6 @@ RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "
 TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
                  "weight_sparsity", "neurons_active", "neuron_sparsity", "act_corr", "epochs", "trials", "config_hash"]
 FORMATS = ("markdown", "csv", "latex", "html")
-
-
-class TableError(ValueError):
-    pass
 
 
 def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids: list[str] | None = None) -> pd.DataFrame:

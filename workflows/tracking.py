@@ -26,6 +26,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from .errors import StoreError
 from .hardware import hardware
 from .sqlite_seed import seed
 from .system_metrics import PREFIX as SYSTEM_PREFIX
@@ -37,10 +38,6 @@ TAG_CELL = "cell.key"  # a final-stage run's cell (workflows/reproduce.py cell_k
 PARENT_TAG = "mlflow.parentRunId"
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "pandas", "numpy", "scikit-learn", "scipy", "sparsebench")
 _MAX_BATCH = 900  # MLflow accepts 1000 metrics per log_batch call
-
-
-class StoreError(ValueError):
-    """The MLflow store or the results storage cannot be used; one line naming it."""
 
 
 def default_tracking_uri() -> str:
