@@ -152,3 +152,15 @@ def test_table_by_budget_without_a_comparison_is_one_line(in_tmp_cwd, capsys):
     assert err.count("\n") == 1 and "--by budget: no budget comparison in experiment 'search/digits'" in err
     assert main(["table", "--by", "flops"]) == 2
     assert "argument --by: invalid choice: 'flops' (choose from 'trial', 'budget')" in capsys.readouterr().err
+
+
+def test_a_study_without_a_feasible_trial_is_a_cell_that_says_why():
+    from types import SimpleNamespace as NS
+
+    from sparsebench.workflows.search import no_feasible_trial
+
+    grid = [NS(error=None, metrics={"params_trainable": 8850.0}), NS(error=None, metrics={"params_trainable": 17058.0}),
+            NS(error="boom", metrics={"params_trainable": 1.0}), NS(error=None, metrics={})]
+    assert no_feasible_trial(grid, 8000.0, "params_trainable") == \
+        "no trial within 5% of 8k (measured 8850-17058 params_trainable)"
+    assert no_feasible_trial([], 2000.0, "weights_nonzero") == "no trial within 5% of 2k (no trial finished)"

@@ -175,8 +175,19 @@ def run_study(study: Study, s: SearchSettings, echo: bool = True, comparison: st
         raise SearchInterrupted(f"study {study.name} interrupted after {done} of {s.num_samples} trials; "
                                 f"run the same command again to resume it")
     c.set_terminated(parent, status="FAILED" if grid.num_errors else "FINISHED")
-    return {**cell, "parent_run_id": parent, "trials": done, "errors": grid.num_errors,
-            "best_config": best_config(grid, study, s.budget_metric)}
+    out = {**cell, "parent_run_id": parent, "trials": done, "errors": grid.num_errors,
+           "best_config": best_config(grid, study, s.budget_metric)}
+    if out["best_config"] is None and study.budget is not None:
+        # A cell of the table that says why it has no final runs, rather than a method missing from it.
+        out["unreachable"] = no_feasible_trial(grid, study.budget, s.budget_metric)
+    return out
+
+
+def no_feasible_trial(grid, budget: float, metric: str) -> str:
+    """Why a budget study has no best configuration: the sizes its trials measured, none within 5% of the budget."""
+    sizes = sorted(r.metrics[metric] for r in grid if r.error is None and r.metrics and r.metrics.get(metric) is not None)
+    seen = f"measured {sizes[0]:g}-{sizes[-1]:g} {metric}" if sizes else "no trial finished"
+    return f"no trial within 5% of {budgeting.label(budget)} ({seen})"
 
 
 def best_config(grid, study: Study, budget_metric: str = "params_trainable") -> dict[str, Any] | None:
