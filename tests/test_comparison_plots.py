@@ -73,3 +73,10 @@ def test_figures_draw_the_seed_spread_and_the_front():
     ax = pareto_figure(trials, "params_trainable", "t").axes[0]
     ringed = ax.collections[-1].get_offsets()   # the front, drawn last
     assert sorted(map(tuple, np.asarray(ringed))) == [(1990.0, 0.85), (8100.0, 0.9)]
+
+
+def test_every_method_of_a_figure_has_its_own_colour_and_marker():
+    from sparsebench.workflows.plots import style
+
+    looks = [tuple(sorted(style(i).items())) for i in range(40)]
+    assert len(set(looks)) == 40

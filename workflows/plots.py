@@ -133,6 +133,15 @@ def pareto_front(df: pd.DataFrame, size: str, acc: str = "test_acc") -> pd.Serie
     return keep
 
 
+MARKERS = "osD^vP*X"
+
+
+def style(i: int) -> dict:
+    """The i-th method's colour and marker: 10 colours x 8 markers, so no two of up to 40 methods look alike (the
+    registry has 11; colour alone repeats after 10)."""
+    return {"color": f"C{i % 10}", "marker": MARKERS[(i // 10 + i) % len(MARKERS)]}
+
+
 def accuracy_vs_budget_figure(rows: pd.DataFrame, title: str) -> Figure:
     """Test accuracy vs budget (log x), one line per method: the mean over a cell's runs (the final seeds) with
     their standard deviation (ddof=1) as error bars; cells of one run have none."""
@@ -141,8 +150,7 @@ def accuracy_vs_budget_figure(rows: pd.DataFrame, title: str) -> Figure:
     for i, (method, g) in enumerate(rows.dropna(subset=["test_acc"]).groupby("method", sort=True)):
         cells = g.groupby("budget")["test_acc"]
         std = cells.std(ddof=1)
-        ax.errorbar(cells.mean().index, cells.mean().values, yerr=std.values, marker="o", capsize=3,
-                    color=f"C{i % 10}", label=method)
+        ax.errorbar(cells.mean().index, cells.mean().values, yerr=std.values, capsize=3, label=method, **style(i))
     ax.set_xscale("log")
     ax.set_xlabel("budget")
     ax.set_ylabel("test accuracy")
@@ -159,7 +167,7 @@ def pareto_figure(trials: pd.DataFrame, size: str, title: str) -> Figure:
     ax = fig.subplots()
     pts = trials.dropna(subset=[size, "test_acc"])
     for i, (method, g) in enumerate(pts.groupby("method", sort=True)):
-        ax.scatter(g[size], g["test_acc"], s=18, alpha=0.7, color=f"C{i % 10}", label=method)
+        ax.scatter(g[size], g["test_acc"], s=18, alpha=0.7, label=method, **style(i))
     if not pts.empty:
         front = pts[pareto_front(pts, size)].sort_values(size)
         ax.scatter(front[size], front["test_acc"], s=70, facecolors="none", edgecolors="black", linewidths=1.2,
