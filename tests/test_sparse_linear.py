@@ -110,6 +110,7 @@ def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
         assert a["weights_nonzero"] == b["weights_nonzero"] and a["params_trainable"] == b["params_trainable"]
         assert a["neurons_active"] == b["neurons_active"]
         assert a["hoyer"] == pytest.approx(b["hoyer"], abs=1e-5) and a["weight_cos"] == pytest.approx(b["weight_cos"], abs=1e-5)
+        assert a["weight_pearson"] == pytest.approx(b["weight_pearson"], abs=1e-5)
     # Node pruning (connectivity scores read from the coordinates) removes the same nodes.
     splits = {"val": (digits.x_val, digits.y_val)}
     cm_, cs_ = pruning_curve(tm.model, splits, [0, 30, 60]), pruning_curve(ts.model, splits, [0, 30, 60])

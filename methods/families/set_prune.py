@@ -34,6 +34,7 @@ from ..core.budget import BudgetError, chain, solve_knob, solve_width
 from ..nn.layers import MaskedLinear
 from ..nn.models import MLP
 from ..nn.sparse_linear import SparseLinear
+from ..nn.sparse_topology import er_positions, sample_empty
 from ..core.registry import register_method
 
 INITS = ("torch", "normal", "he_uniform", "xavier_uniform")
@@ -130,21 +131,40 @@ class FixProb(Method):
 
         def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear | SparseLinear:
             density = er_density(n_in, n_out, m.epsilon)
-            if self.sparse_layer(index, n_layers):
-                mask = torch.rand(n_out, n_in, generator=self.gen) < density
+            if not self.sparse_layer(index, n_layers):   # dense (the output layer unless sparse_output)
+                layer = MaskedLinear(n_in, n_out, bias=bias)
+                if m.init != "torch":
+                    with torch.no_grad():
+                        layer.weight.copy_(draw_values(m.init, n_in * n_out, n_in, n_out, self.gen).view(n_out, n_in))
+                        if layer.bias is not None:
+                            layer.bias.zero_()
+                return layer
+            # The ER draw as coordinates (methods/nn/sparse_topology.py), then its values and bias, all from the
+            # method's generator: no dense temporary, and the mask path stores the very same draw, so a seed gives
+            # the same network either way (tests/test_sparse_linear.py).
+            pos = er_positions(n_out, n_in, density, self.gen)
+            rows, cols = pos // n_in, pos % n_in
+            if m.init == "torch":
+                # nn.Linear's init (kaiming_uniform with a = sqrt(5): bound 1/sqrt(fan_in), the bias alike), drawn
+                # for the kept positions only; the same distribution as `dense`'s weights.
+                bound = 1.0 / math.sqrt(n_in)
+                values = (torch.rand(pos.numel(), generator=self.gen) * 2 - 1) * bound
+                b = (torch.rand(n_out, generator=self.gen) * 2 - 1) * bound if bias else None
             else:
-                mask = None
-            # Both representations draw the same mask and values from the same streams, so a seed gives the same
-            # network either way (tests/test_sparse_linear.py). The dense draw is transient: construction only.
-            layer = MaskedLinear(n_in, n_out, bias=bias, mask=mask)
-            if m.init != "torch":
-                with torch.no_grad():
-                    layer.weight.copy_(draw_values(m.init, n_in * n_out, n_in, n_out, self.gen).view(n_out, n_in))
-                    layer.weight.mul_(layer.mask)
-                    if layer.bias is not None:
-                        layer.bias.zero_()
-            if mask is not None and density < 1.0 and self.truly_sparse(density):
-                return SparseLinear.from_dense(layer.weight, layer.mask, layer.bias)
+                values = draw_values(m.init, pos.numel(), n_in, n_out, self.gen)
+                b = torch.zeros(n_out) if bias else None
+            if density < 1.0 and self.truly_sparse(density):
+                return SparseLinear(n_in, n_out, rows, cols, values, b)
+            mask = torch.zeros(n_out, n_in, dtype=torch.bool)
+            mask.view(-1)[pos] = True
+            # fork_rng: nn.Linear's own init would advance the global generator (dropout, the output layer), which
+            # the sparse path never touches; the draw is overwritten below anyway.
+            with torch.random.fork_rng(devices=[]):
+                layer = MaskedLinear(n_in, n_out, bias=bias, mask=mask)
+            with torch.no_grad():
+                layer.weight.zero_().view(-1)[pos] = values
+                if b is not None:
+                    layer.bias.copy_(b)
             return layer
 
         return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
@@ -217,32 +237,40 @@ class SetConfig(FixProbConfig):
     momentum_reset: str = spec("changed", choices=("changed", "all"))
 
 
+def set_removal(values: torch.Tensor, zeta: float) -> torch.Tensor:
+    """SET's removal over the active weights `values` (1-D, row-major order): int(zeta * n) of the n positive ones
+    closest to zero and, separately, int(zeta * m) of the m negative ones closest to zero (weightsEvolution keeps
+    w > smallestPositive or w < largestNegative), and the exact zeros (that rule never keeps a zero). Boolean."""
+    remove = values == 0
+    for sign in (1.0, -1.0):
+        idx = (values * sign > 0).nonzero().squeeze(1)
+        k = int(zeta * idx.numel())
+        if k:
+            closest = torch.topk(values[idx] * sign, k, largest=False).indices
+            remove[idx[closest]] = True
+    return remove
+
+
 @torch.no_grad()
 def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Generator,
-               allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               alive_rows: torch.Tensor | None = None, alive_cols: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SET rewiring of `layer`. Returns boolean (removed, regrown) masks.
 
-    Removal: int(zeta * n) of the n positive active weights closest to zero and, separately, int(zeta * m) of
-    the m negative ones closest to zero (weightsEvolution keeps w > smallestPositive or w < largestNegative);
-    active weights that are exactly zero are removed too (that rule never keeps a zero). Regrowth: as many
-    weights as the budget allows at uniformly random positions that are empty after the removal (the just
-    removed ones included, as in SET) and `allowed` (pruned neurons excluded).
+    Removal: `set_removal` of the active weights. Regrowth: as many weights as the budget allows at uniformly random
+    positions that are empty after the removal (the just removed ones included, as in SET) and between alive units
+    (alive_rows x alive_cols; pruned neurons excluded), drawn on the coordinates by `sample_empty` (the same draw as
+    `sparse_set_evolve`'s).
     """
     w, m = layer.weight, layer.mask
     flat_w, flat_m = w.view(-1), m.view(-1)
-    remove = flat_m & (flat_w == 0)
-    for sign in (1.0, -1.0):
-        idx = (flat_m & (flat_w * sign > 0)).nonzero().squeeze(1)
-        k = int(zeta * idx.numel())
-        if k:
-            closest = torch.topk((flat_w[idx] * sign), k, largest=False).indices
-            remove[idx[closest]] = True
+    active = flat_m.nonzero().squeeze(1)             # sorted row-major positions
+    remove = torch.zeros_like(flat_m)
+    remove[active[set_removal(flat_w[active], zeta)]] = True
     keep = flat_m & ~remove
-    n_new = max(0, int(layer.budget) - int(keep.sum()))
-    candidates = ~keep if allowed is None else (~keep & allowed.view(-1))
-    cand_idx = candidates.nonzero().squeeze(1)
-    pick = torch.randperm(cand_idx.numel(), generator=gen)[:n_new].to(cand_idx.device)
-    new = cand_idx[pick]
+    kept = keep.nonzero().squeeze(1)
+    n_new = max(0, int(layer.budget) - kept.numel())
+    new = sample_empty(n_new, w.shape[0], w.shape[1], kept, gen, alive_rows, alive_cols).to(w.device)
     regrown = torch.zeros_like(flat_m)
     regrown[new] = True
     flat_w[remove] = 0
@@ -259,29 +287,15 @@ def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: t
 
     Removal runs over the weights in row-major order (the order `set_evolve` sees them). A regrown connection
     takes the slot of a removed one, so the number of slots (the budget) and the optimizer state's layout stay.
-    Regrowth draws a rank among the N - n_keep empty positions, as `set_evolve` does; rank r of the complement
-    of the sorted kept positions K is r + #{j : K_j - j <= r} (a search, not a dense candidate list). The rank draw
-    itself is `set_evolve`'s permutation of all N - n_keep empty positions (transient O(n_in n_out) integers): the
-    price of drawing the same numbers. Regrowth ignores unit_mask: only set_neuron prunes units, and it has no
+    Regrowth samples among the empty positions against the sorted kept positions (`sample_empty`): memory
+    O(nnz), never O(n_in n_out). Regrowth ignores unit_mask: only set_neuron prunes units, and it has no
     sparse layers (SetNeuronConfig.validate).
     """
     order = layer.perm                      # slots in row-major order
-    v = layer.values[order]
-    flat = layer.flat_index()[order]
-    remove = v == 0
-    for sign in (1.0, -1.0):
-        idx = (v * sign > 0).nonzero().squeeze(1)
-        k = int(zeta * idx.numel())
-        if k:
-            closest = torch.topk(v[idx] * sign, k, largest=False).indices
-            remove[idx[closest]] = True
-    kept = flat[~remove]
-    n_keep = kept.numel()
-    n_new = max(0, int(layer.budget) - n_keep)
-    total = layer.in_features * layer.out_features
-    pick = torch.randperm(total - n_keep, generator=gen)[:n_new].to(kept.device)
-    shifted = kept - torch.arange(n_keep, device=kept.device)
-    new = pick + torch.searchsorted(shifted, pick, right=True)
+    remove = set_removal(layer.values[order], zeta)
+    kept = layer.flat_index()[order][~remove]   # sorted: row-major
+    n_new = max(0, int(layer.budget) - kept.numel())
+    new = sample_empty(n_new, layer.out_features, layer.in_features, kept, gen).to(kept.device)
     values = draw_values(regrow_init, new.numel(), layer.in_features, layer.out_features, gen)
     slots = order[remove.nonzero().squeeze(1)]
     if slots.numel() != new.numel():  # budget == slots by construction (SparseLinear.budget)
@@ -322,10 +336,9 @@ class SET(FixProb):
                                       every)
                 continue
             # Regrowth only between units that are alive (neuron pruning removes units for good).
-            alive_in = layers[i - 1].unit_mask if i > 0 else torch.ones(layer.weight.shape[1], dtype=torch.bool,
-                                                                        device=layer.weight.device)
-            allowed = layer.unit_mask[:, None] & alive_in[None, :]
-            removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen, allowed)
+            alive_in = layers[i - 1].unit_mask if i > 0 else None
+            removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen,
+                                          layer.unit_mask, alive_in)
             if self.cfg.model.momentum_reset == "all":
                 reset_optimizer_state(optimizer, layer.weight, torch.ones_like(removed), layer.mask)
             else:

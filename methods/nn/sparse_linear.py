@@ -122,8 +122,8 @@ class SparseLinear(WeightLayer):
         return self.rows, self.cols, self.values.detach()
 
     def effective_weight(self) -> torch.Tensor:
-        # Dense, for the consumers that need a matrix (weight diversity, node-pruning scores); the structure
-        # metrics read coordinates() instead.
+        # Dense, for the consumers that need a matrix (the decorrelated initialisation); the metrics and node
+        # pruning read coordinates() instead.
         w = torch.zeros(self.out_features, self.in_features, dtype=self.values.dtype, device=self.values.device)
         return w.index_put_((self.rows, self.cols), self.values.detach())
 
