@@ -8,6 +8,8 @@ import torch
 
 from sparsebench.methods import ConfigError, RunConfig, Trainer
 from sparsebench.methods.core.metrics import pruning_curve, structure, weights_nonzero
+from sparsebench.methods.core.registry import get_method
+from sparsebench.methods.data import DataInfo
 from sparsebench.methods.nn.layers import DenseLinear, MaskedLinear
 from sparsebench.methods.nn.sparse_linear import SparseLinear, _SparseLinearFn
 
@@ -78,8 +80,9 @@ def test_metrics_read_coordinates_and_equal_the_dense_measurement():
 
 
 def pair(method, **flat):
-    cfg = {"model.hidden": [64, 32], "train.epochs": 3, "model.regrow_init": "normal", **flat} if method == "set" else \
-        {"model.hidden": [64, 32], "train.epochs": 3, **flat}
+    # epsilon 2: densities 0.0625 (64 -> 64) and 0.094 (64 -> 32), below the break-even at which `sparse` is refused.
+    base = {"model.hidden": [64, 32], "model.epsilon": 2.0, "train.epochs": 3}
+    cfg = {**base, "model.regrow_init": "normal", **flat} if method == "set" else {**base, **flat}
     return (small_config(method, **{**cfg, "model.sparse_compute": "mask"}),
             small_config(method, **{**cfg, "model.sparse_compute": "sparse"}))
 
@@ -119,7 +122,8 @@ def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
 
 
 def test_resume_of_the_sparse_path_is_identical(digits, tmp_path):
-    cfg = small_config("set", **{"model.sparse_compute": "sparse", "model.regrow_init": "normal", "train.epochs": 4})
+    cfg = small_config("set", **{"model.sparse_compute": "sparse", "model.regrow_init": "normal", "train.epochs": 4,
+                                 "model.epsilon": 1.0})
     assert_resume_identical(cfg, digits, tmp_path / "s.pt", after=2)
 
 
@@ -138,6 +142,33 @@ def test_sparse_for_set_neuron_is_refused():
         RunConfig.from_flat({"method": "set_neuron", "model.sparse_compute": "sparse"})
     with pytest.raises(ConfigError, match=r"model.sparse_compute='dense': allowed values are auto, mask, sparse"):
         RunConfig.from_flat({"method": "set", "model.sparse_compute": "dense"})
+
+
+def test_sparse_above_the_storage_break_even_is_refused():
+    # 100 -> 100 at epsilon 10: density 0.2 > 4/28, where 28 bytes a stored weight exceed 4 a dense one.
+    with pytest.raises(ConfigError, match=r"^model.sparse_compute='sparse': layer 100->100 at model.epsilon=10 has ER "
+                                          r"density >= 0.2, above 0.143 .* allowed: mask, auto, or a smaller epsilon$"):
+        RunConfig.from_flat({"method": "set", "model.hidden": [1000, 100, 100], "model.epsilon": 10.0,
+                             "model.sparse_compute": "sparse"})
+    # The input layer: at least epsilon / width whatever the data (20 / 100 = 0.2).
+    with pytest.raises(ConfigError, match=r"layer inputs->100 .* density >= 0.2,"):
+        RunConfig.from_flat({"method": "fixprob", "model.hidden": [100], "model.sparse_compute": "sparse"})
+    RunConfig.from_flat({"method": "set", "model.hidden": [100], "model.sparse_compute": "auto"})   # auto: fine
+    # Exactly, once the data's width is known: digits' 64 inputs -> 200 at epsilon 7 is 0.144 (7 / 200 = 0.035 passed).
+    cfg = small_config("set", **{"model.hidden": [200], "model.epsilon": 7.0, "model.sparse_compute": "sparse"})
+    with pytest.raises(ConfigError, match=r"layer 64->200 at model.epsilon=7 has ER density >= 0.144"):
+        get_method("set")(cfg, DataInfo("digits", (64,), 10, 1, 1, 1, "none", "test")).build()
+
+
+def test_cli_refuses_sparse_above_the_break_even_with_exit_2(capsys, in_tmp_cwd):
+    from sparsebench.workflows.cli import main
+
+    (in_tmp_cwd / "s.yaml").write_text("method: set\nfixed:\n  model.hidden: [64, 64]\n  model.sparse_compute: sparse\n"
+                                       "space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n")
+    assert main(["search", "--methods", "set", "--search-space", "s.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layer 64->64 at model.epsilon=20 has ER density >= 0.625" in err, err
+    assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["s.yaml"]
 
 
 def test_cli_refuses_sparse_compute_for_set_neuron_with_exit_2(capsys, in_tmp_cwd):

@@ -44,6 +44,10 @@ SPARSE_COMPUTE = ("auto", "mask", "sparse")
 # CSR layer's forward plus backward took 0.36-0.60x the masked layer's at density 0.05 in every run, and lost in
 # some runs at 0.1-0.2 (pytorch PR 51647 puts the CSR/dense crossover at 80-90% sparsity).
 SPARSE_DENSITY_CROSSOVER = 0.05
+# Above this density a SparseLinear stores more than the dense weight it replaces: 28 bytes a weight (float32 value,
+# int32 row and col, and the int32 column and permutation arrays of the CSR views of W and W^T:
+# methods/nn/sparse_linear.py) against 4 for a dense float32 entry. `sparse` is refused above it.
+SPARSE_BREAK_EVEN = 4 / 28
 REGROW_INITS = ("zero", "normal", "he_uniform", "xavier_uniform")
 
 
@@ -102,6 +106,30 @@ class FixProbConfig(MLPConfig):
     sparse_compute: str = spec("mask", choices=SPARSE_COMPUTE,
                                help="sparse layers as dense weight x mask, or truly sparse (values + indices)")
 
+    def validate(self) -> None:
+        super().validate()
+        if self.sparse_compute != "sparse" or not self.hidden:
+            return
+        # The layers whose shape the model config fixes: hidden -> hidden exactly; input -> first hidden (and last
+        # hidden -> classes, when sparse) at least epsilon / width, whatever the data's width (FixProb.build checks
+        # them exactly once the data's shape is known).
+        h = self.hidden
+        bounds = [(f"{a}->{b}", er_density(a, b, self.epsilon)) for a, b in zip(h[:-1], h[1:])]
+        bounds.append((f"inputs->{h[0]}", min(1.0, self.epsilon / h[0])))
+        if self.sparse_output:
+            bounds.append((f"{h[-1]}->classes", min(1.0, self.epsilon / h[-1])))
+        check_break_even(bounds, self.epsilon)
+
+
+def check_break_even(layers: list[tuple[str, float]], epsilon: float) -> None:
+    """ConfigError (one line) if a layer that `sparse_compute: sparse` would store truly sparse has an ER density
+    above SPARSE_BREAK_EVEN; `layers`: (name, density) of the sparse layers."""
+    for name, density in layers:
+        if density > SPARSE_BREAK_EVEN:
+            raise ConfigError(f"model.sparse_compute='sparse': layer {name} at model.epsilon={epsilon:g} has ER density "
+                              f">= {density:.3g}, above {SPARSE_BREAK_EVEN:.3f} where sparse storage (28 bytes a weight) "
+                              f"exceeds dense (4); allowed: mask, auto, or a smaller epsilon")
+
 
 @register_method("fixprob")
 class FixProb(Method):
@@ -128,6 +156,10 @@ class FixProb(Method):
         m = self.cfg.model
         widths = (self.info.in_features, *m.hidden, self.info.num_classes)
         n_layers = len(widths) - 1
+
+        if m.sparse_compute == "sparse" and self.truly_sparse(0.0):
+            check_break_even([(f"{a}->{b}", er_density(a, b, m.epsilon)) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+                              if self.sparse_layer(i, n_layers)], m.epsilon)
 
         def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear | SparseLinear:
             density = er_density(n_in, n_out, m.epsilon)
@@ -367,10 +399,10 @@ class SetNeuronConfig(SetConfig):
     percentile_over: str = spec("alive", choices=("alive", "all"))
 
     def validate(self) -> None:
-        super().validate()
         if self.sparse_compute == "sparse":
             raise ConfigError("model.sparse_compute='sparse': set_neuron removes neurons through its masks; "
                               "allowed for set_neuron: mask, auto (auto means mask here)")
+        super().validate()
         if not self.hidden:
             raise ConfigError("model.hidden=(): set_neuron prunes hidden units, give at least one hidden layer")
 
