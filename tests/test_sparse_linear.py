@@ -137,9 +137,7 @@ def test_auto_picks_sparse_below_the_crossover_only(digits):
     assert [type(l) for l in tr.model.layers] == [MaskedLinear, MaskedLinear, MaskedLinear]
 
 
-def test_sparse_for_set_neuron_is_refused():
-    with pytest.raises(ConfigError, match=r"model.sparse_compute='sparse': set_neuron .* allowed for set_neuron: mask, auto"):
-        RunConfig.from_flat({"method": "set_neuron", "model.sparse_compute": "sparse"})
+def test_unknown_sparse_compute_is_refused():
     with pytest.raises(ConfigError, match=r"model.sparse_compute='dense': allowed values are auto, mask, sparse"):
         RunConfig.from_flat({"method": "set", "model.sparse_compute": "dense"})
 
@@ -171,15 +169,39 @@ def test_cli_refuses_sparse_above_the_break_even_with_exit_2(capsys, in_tmp_cwd)
     assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["s.yaml"]
 
 
-def test_cli_refuses_sparse_compute_for_set_neuron_with_exit_2(capsys, in_tmp_cwd):
-    from sparsebench.workflows.cli import main
+NEURON = {"model.prune_start": 1, "model.prune_every": 1, "model.prune_target": 0.5, "model.regrow_init": "normal"}
 
-    (in_tmp_cwd / "s.yaml").write_text("method: set_neuron\nfixed:\n  model.prune_start: 1\n  model.sparse_compute: sparse\n"
-                                       "space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n")
-    assert main(["search", "--methods", "set_neuron", "--search-space", "s.yaml"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "model.sparse_compute='sparse': set_neuron" in err, err
-    assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["s.yaml"]
+
+@pytest.mark.parametrize("flat", [{}, {"model.importance": "in_out", "train.optimizer": "adam", "train.lr": 0.003}],
+                         ids=["in-sgd", "in_out-adam"])
+def test_set_neuron_sparse_path_equals_mask_path_for_one_seed(flat, digits):
+    """Neuron importance pruning after epochs 1 and 2 (half the hidden units gone by the end) and SET rewiring
+    between the alive units: the same units, topology and weights on both storages; the sparse layers shrink."""
+    cm, cs = pair("set_neuron", **NEURON, **flat)
+    tm = Trainer(cm, data=digits)
+    hm = tm.fit()
+    ts = Trainer(cs, data=digits)
+    slots = [l.values.numel() for l in ts.model.layers[:-1]]
+    hs = ts.fit()
+    for lm, ls in zip(tm.model.layers, ts.model.layers):
+        assert torch.equal(lm.unit_mask, ls.unit_mask)
+        if isinstance(ls, SparseLinear):
+            topo = torch.zeros_like(lm.mask).index_put_((ls.rows.long(), ls.cols.long()), torch.tensor(True))
+            assert torch.equal(topo, lm.mask) and ls.values.numel() == int(lm.mask.sum()) == int(ls.budget)
+        assert (lm.effective_weight() - ls.effective_weight()).abs().max() < 1e-5
+    assert [int(l.unit_mask.sum()) for l in ts.model.layers[:-1]] == [32, 16]      # round(H (1 - 0.5))
+    assert all(l.values.numel() < n for l, n in zip(ts.model.layers[:-1], slots))   # pruned slots are gone
+    for a, b in zip(hm, hs):
+        for key in ("weights_nonzero", "params_trainable", "neurons_active"):
+            assert a[key] == b[key], key
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-9)
+
+
+def test_resume_of_set_neuron_on_the_sparse_path_is_identical(digits, tmp_path):
+    # Saved after a pruning round: the checkpoint holds fewer slots than a freshly built layer.
+    cfg = small_config("set_neuron", **{**NEURON, "model.sparse_compute": "sparse", "model.epsilon": 1.0,
+                                        "train.epochs": 4})
+    assert_resume_identical(cfg, digits, tmp_path / "n.pt", after=2)
 
 
 def test_trained_sparse_layers_and_their_optimizer_state_are_o_nnz(digits):

@@ -92,6 +92,15 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor,
             value[where] = 0
 
 
+def compact_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, keep: torch.Tensor) -> None:
+    """The per-entry optimizer state of a SparseLinear's `values` after `keep_slots_(keep)`: the kept slots' state,
+    in slot order (the state the masked layer keeps for its surviving weights)."""
+    state = optimizer.state.get(param, {})
+    for name, value in state.items():
+        if torch.is_tensor(value) and value.dim() == 1 and value.numel() == keep.numel():
+            state[name] = value[keep].clone()
+
+
 @dataclass(frozen=True)
 class FixProbConfig(MLPConfig):
     # epsilon = 20: the official SET code (set_mlp_keras_cifar10.py, fixprob_mlp_keras_cifar10.py).
@@ -313,21 +322,21 @@ def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Ge
 
 
 @torch.no_grad()
-def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: torch.Generator) -> torch.Tensor:
+def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: torch.Generator,
+                      alive_rows: torch.Tensor | None = None, alive_cols: torch.Tensor | None = None) -> torch.Tensor:
     """`set_evolve` on the coordinates of a SparseLinear, drawing the same random numbers, so that it picks the
     same removals and regrowth positions as on the equivalent MaskedLinear. Returns the changed slots (bool).
 
     Removal runs over the weights in row-major order (the order `set_evolve` sees them). A regrown connection
     takes the slot of a removed one, so the number of slots (the budget) and the optimizer state's layout stay.
     Regrowth samples among the empty positions against the sorted kept positions (`sample_empty`): memory
-    O(nnz), never O(n_in n_out). Regrowth ignores unit_mask: only set_neuron prunes units, and it has no
-    sparse layers (SetNeuronConfig.validate).
+    O(nnz), never O(n_in n_out), and only between alive units (alive_rows x alive_cols), as `set_evolve`.
     """
     order = layer.perm                      # slots in row-major order
     remove = set_removal(layer.values[order], zeta)
     kept = layer.flat_index()[order][~remove]   # sorted: row-major
     n_new = max(0, int(layer.budget) - kept.numel())
-    new = sample_empty(n_new, layer.out_features, layer.in_features, kept, gen).to(kept.device)
+    new = sample_empty(n_new, layer.out_features, layer.in_features, kept, gen, alive_rows, alive_cols).to(kept.device)
     values = draw_values(regrow_init, new.numel(), layer.in_features, layer.out_features, gen)
     slots = order[remove.nonzero().squeeze(1)]
     if slots.numel() != new.numel():  # budget == slots by construction (SparseLinear.budget)
@@ -361,14 +370,15 @@ class SET(FixProb):
         layers = model.layers
         for i in self.evolved_layers(model):
             layer = layers[i]
+            # Regrowth only between units that are alive (neuron pruning removes units for good).
+            alive_in = layers[i - 1].unit_mask if i > 0 else None
             if isinstance(layer, SparseLinear):
-                changed = sparse_set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen)
+                changed = sparse_set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen,
+                                            layer.unit_mask, alive_in)
                 every = torch.ones_like(changed)
                 reset_optimizer_state(optimizer, layer.values, every if self.cfg.model.momentum_reset == "all" else changed,
                                       every)
                 continue
-            # Regrowth only between units that are alive (neuron pruning removes units for good).
-            alive_in = layers[i - 1].unit_mask if i > 0 else None
             removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen,
                                           layer.unit_mask, alive_in)
             if self.cfg.model.momentum_reset == "all":
@@ -399,9 +409,6 @@ class SetNeuronConfig(SetConfig):
     percentile_over: str = spec("alive", choices=("alive", "all"))
 
     def validate(self) -> None:
-        if self.sparse_compute == "sparse":
-            raise ConfigError("model.sparse_compute='sparse': set_neuron removes neurons through its masks; "
-                              "allowed for set_neuron: mask, auto (auto means mask here)")
         super().validate()
         if not self.hidden:
             raise ConfigError("model.hidden=(): set_neuron prunes hidden units, give at least one hidden layer")
@@ -454,9 +461,6 @@ class SetNeuron(SET):
             cfg = cfg.replace(**{"model.prune_target": 0.5})   # Paper B (arXiv 1906.11626 abstract): "about 50%"
         return super().fit_budget(cfg, info, budget, metric)
 
-    def truly_sparse(self, density: float) -> bool:
-        return False  # neuron pruning and its budget shrinking act on masks (validate refuses "sparse")
-
     @classmethod
     def check(cls, cfg) -> None:
         if not cls.schedule(cfg):
@@ -465,10 +469,12 @@ class SetNeuron(SET):
 
     @torch.no_grad()
     def importance(self, model: MLP, i: int) -> torch.Tensor:
+        """Sum of |incoming| (and, for in_out, |outgoing|) weights per unit of hidden layer i, in float64 on either
+        storage (a truly sparse layer sums its coordinates), so that both find the same order."""
         layers = model.layers
-        s = layers[i].effective_weight().abs().sum(1)
+        s = abs_sums(layers[i], 1)
         if self.cfg.model.importance == "in_out":
-            s = s + layers[i + 1].effective_weight().abs().sum(0)
+            s = s + abs_sums(layers[i + 1], 0)
         return s
 
     @torch.no_grad()
@@ -502,16 +508,38 @@ class SetNeuron(SET):
             kill = self.choose(self.importance(model, i), into.unit_mask, rounds.index(epoch), len(rounds))
             if not kill.any():
                 continue
-            into.mask[kill, :] = False
-            into.weight[kill, :] = 0
             into.unit_mask[kill] = False
-            out_of.mask[:, kill] = False
-            out_of.weight[:, kill] = 0
-            reset_optimizer_state(optimizer, into.weight, kill[:, None].expand_as(into.mask), into.mask)
-            reset_optimizer_state(optimizer, out_of.weight, kill[None, :].expand_as(out_of.mask), out_of.mask)
+            # The budget shrinks with the units: regrowth refills only what survived (Curci et al.).
+            remove_connections_(into, optimizer, rows=kill)
+            remove_connections_(out_of, optimizer, cols=kill)
             if into.bias is not None:
                 into.bias[kill] = 0
                 reset_optimizer_state(optimizer, into.bias, kill, into.unit_mask)
-            # The budget shrinks with the units: regrowth refills only what survived (Curci et al.).
-            into.budget.copy_(into.mask.sum())
-            out_of.budget.copy_(out_of.mask.sum())
+
+
+def abs_sums(layer: MaskedLinear | SparseLinear, dim: int) -> torch.Tensor:
+    """Row (dim 1) or column (dim 0) sums of |W| in float64, from the coordinates of a truly sparse layer."""
+    if isinstance(layer, SparseLinear):
+        index, n = (layer.rows, layer.out_features) if dim == 1 else (layer.cols, layer.in_features)
+        return torch.zeros(n, dtype=torch.float64, device=layer.values.device).index_add_(
+            0, index.long(), layer.values.detach().double().abs())
+    return layer.effective_weight().detach().double().abs().sum(dim)
+
+
+@torch.no_grad()
+def remove_connections_(layer: MaskedLinear | SparseLinear, optimizer: torch.optim.Optimizer,
+                        rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> None:
+    """Remove for good every connection of the output units `rows` or the input units `cols` (bool masks), and
+    shrink the layer's budget to what is left: a masked layer clears mask and weight and resets their optimizer
+    state; a truly sparse one drops the slots and compacts its optimizer state (the survivors' state is the same
+    either way)."""
+    if isinstance(layer, SparseLinear):
+        dead = rows[layer.rows.long()] if rows is not None else cols[layer.cols.long()]
+        layer.keep_slots_(~dead)
+        compact_optimizer_state(optimizer, layer.values, ~dead)
+        return
+    where = rows[:, None].expand_as(layer.mask) if rows is not None else cols[None, :].expand_as(layer.mask)
+    layer.mask[where] = False
+    layer.weight[where] = 0
+    reset_optimizer_state(optimizer, layer.weight, where, layer.mask)
+    layer.budget.copy_(layer.mask.sum())
