@@ -73,10 +73,8 @@ def measure(flat: dict, data: Dataset | None) -> dict:
     b = tr.cfg.train.batch_size
     tr.train_step(tr.data.x_train[:b], tr.data.y_train[:b])        # warm-up
     seconds, rewire = one_epoch(tr)
-    weights = sum(int(getattr(l, "values", getattr(l, "weight", None)).numel()) if hasattr(l, "values")
-                  else int(l.mask.sum()) for l in tr.model.layers)
-    out = dict(tr=tr, build_s=built, epoch_s=seconds, rewire=rewire, peak=peak_rss() - start, weights=weights)
-    return out
+    weights = sum(l.values.numel() if hasattr(l, "values") else int(l.mask.sum()) for l in tr.model.layers)
+    return dict(tr=tr, build_s=built, epoch_s=seconds, rewire=rewire, peak=peak_rss() - start, weights=weights)
 
 
 def sweep(a) -> None:
