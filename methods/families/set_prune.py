@@ -166,7 +166,7 @@ class FixProb(Method):
         widths = (self.info.in_features, *m.hidden, self.info.num_classes)
         n_layers = len(widths) - 1
 
-        if m.sparse_compute == "sparse" and self.truly_sparse(0.0):
+        if m.sparse_compute == "sparse":   # exactly, now that the data's width is known (FixProbConfig.validate)
             check_break_even([(f"{a}->{b}", er_density(a, b, m.epsilon)) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
                               if self.sparse_layer(i, n_layers)], m.epsilon)
 
