@@ -1,6 +1,6 @@
 """Truly sparse layers at a width whose dense weight could never be stored (issue 18): building (the ER draw as
 coordinates), a training step, SET rewiring (regrowth against the sorted kept positions) and the weight metrics of
-a 200,000 x 200,000 layer (a 160 GB dense float32 weight) in a few tens of MiB, measured as the peak resident
+a 200,000 x 200,000 layer (a 160 GB dense float32 weight) in under 400 MiB, measured as the peak resident
 memory of this process (Linux VmHWM, reset through /proc/self/clear_refs)."""
 from __future__ import annotations
 
