@@ -8,6 +8,8 @@ import torch
 
 from sparsebench.methods import ConfigError, RunConfig, Trainer
 from sparsebench.methods.core.metrics import pruning_curve, structure, weights_nonzero
+from sparsebench.methods.core.registry import get_method
+from sparsebench.methods.data import DataInfo
 from sparsebench.methods.nn.layers import DenseLinear, MaskedLinear
 from sparsebench.methods.nn.sparse_linear import SparseLinear, _SparseLinearFn
 
@@ -78,8 +80,9 @@ def test_metrics_read_coordinates_and_equal_the_dense_measurement():
 
 
 def pair(method, **flat):
-    cfg = {"model.hidden": [64, 32], "train.epochs": 3, "model.regrow_init": "normal", **flat} if method == "set" else \
-        {"model.hidden": [64, 32], "train.epochs": 3, **flat}
+    # epsilon 2: densities 0.0625 (64 -> 64) and 0.094 (64 -> 32), below the break-even at which `sparse` is refused.
+    base = {"model.hidden": [64, 32], "model.epsilon": 2.0, "train.epochs": 3}
+    cfg = {**base, "model.regrow_init": "normal", **flat} if method == "set" else {**base, **flat}
     return (small_config(method, **{**cfg, "model.sparse_compute": "mask"}),
             small_config(method, **{**cfg, "model.sparse_compute": "sparse"}))
 
@@ -110,6 +113,7 @@ def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
         assert a["weights_nonzero"] == b["weights_nonzero"] and a["params_trainable"] == b["params_trainable"]
         assert a["neurons_active"] == b["neurons_active"]
         assert a["hoyer"] == pytest.approx(b["hoyer"], abs=1e-5) and a["weight_cos"] == pytest.approx(b["weight_cos"], abs=1e-5)
+        assert a["weight_pearson"] == pytest.approx(b["weight_pearson"], abs=1e-5)
     # Node pruning (connectivity scores read from the coordinates) removes the same nodes.
     splits = {"val": (digits.x_val, digits.y_val)}
     cm_, cs_ = pruning_curve(tm.model, splits, [0, 30, 60]), pruning_curve(ts.model, splits, [0, 30, 60])
@@ -118,7 +122,8 @@ def test_sparse_path_equals_mask_path_for_one_seed(method, flat, digits):
 
 
 def test_resume_of_the_sparse_path_is_identical(digits, tmp_path):
-    cfg = small_config("set", **{"model.sparse_compute": "sparse", "model.regrow_init": "normal", "train.epochs": 4})
+    cfg = small_config("set", **{"model.sparse_compute": "sparse", "model.regrow_init": "normal", "train.epochs": 4,
+                                 "model.epsilon": 1.0})
     assert_resume_identical(cfg, digits, tmp_path / "s.pt", after=2)
 
 
@@ -132,22 +137,71 @@ def test_auto_picks_sparse_below_the_crossover_only(digits):
     assert [type(l) for l in tr.model.layers] == [MaskedLinear, MaskedLinear, MaskedLinear]
 
 
-def test_sparse_for_set_neuron_is_refused():
-    with pytest.raises(ConfigError, match=r"model.sparse_compute='sparse': set_neuron .* allowed for set_neuron: mask, auto"):
-        RunConfig.from_flat({"method": "set_neuron", "model.sparse_compute": "sparse"})
+def test_unknown_sparse_compute_is_refused():
     with pytest.raises(ConfigError, match=r"model.sparse_compute='dense': allowed values are auto, mask, sparse"):
         RunConfig.from_flat({"method": "set", "model.sparse_compute": "dense"})
 
 
-def test_cli_refuses_sparse_compute_for_set_neuron_with_exit_2(capsys, in_tmp_cwd):
+def test_sparse_above_the_storage_break_even_is_refused():
+    # 100 -> 100 at epsilon 10: density 0.2 > 4/28, where 28 bytes a stored weight exceed 4 a dense one.
+    with pytest.raises(ConfigError, match=r"^model.sparse_compute='sparse': layer 100->100 at model.epsilon=10 has ER "
+                                          r"density >= 0.2, above 0.143 .* allowed: mask, auto, or a smaller epsilon$"):
+        RunConfig.from_flat({"method": "set", "model.hidden": [1000, 100, 100], "model.epsilon": 10.0,
+                             "model.sparse_compute": "sparse"})
+    # The input layer: at least epsilon / width whatever the data (20 / 100 = 0.2).
+    with pytest.raises(ConfigError, match=r"layer inputs->100 .* density >= 0.2,"):
+        RunConfig.from_flat({"method": "fixprob", "model.hidden": [100], "model.sparse_compute": "sparse"})
+    RunConfig.from_flat({"method": "set", "model.hidden": [100], "model.sparse_compute": "auto"})   # auto: fine
+    # Exactly, once the data's width is known: digits' 64 inputs -> 200 at epsilon 7 is 0.144 (7 / 200 = 0.035 passed).
+    cfg = small_config("set", **{"model.hidden": [200], "model.epsilon": 7.0, "model.sparse_compute": "sparse"})
+    with pytest.raises(ConfigError, match=r"layer 64->200 at model.epsilon=7 has ER density >= 0.144"):
+        get_method("set")(cfg, DataInfo("digits", (64,), 10, 1, 1, 1, "none", "test")).build()
+
+
+def test_cli_refuses_sparse_above_the_break_even_with_exit_2(capsys, in_tmp_cwd):
     from sparsebench.workflows.cli import main
 
-    (in_tmp_cwd / "s.yaml").write_text("method: set_neuron\nfixed:\n  model.prune_start: 1\n  model.sparse_compute: sparse\n"
+    (in_tmp_cwd / "s.yaml").write_text("method: set\nfixed:\n  model.hidden: [64, 64]\n  model.sparse_compute: sparse\n"
                                        "space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n")
-    assert main(["search", "--methods", "set_neuron", "--search-space", "s.yaml"]) == 2
+    assert main(["search", "--methods", "set", "--search-space", "s.yaml"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "model.sparse_compute='sparse': set_neuron" in err, err
+    assert err.count("\n") == 1 and "layer 64->64 at model.epsilon=20 has ER density >= 0.625" in err, err
     assert sorted(p.name for p in in_tmp_cwd.iterdir()) == ["s.yaml"]
+
+
+NEURON = {"model.prune_start": 1, "model.prune_every": 1, "model.prune_target": 0.5, "model.regrow_init": "normal"}
+
+
+@pytest.mark.parametrize("flat", [{}, {"model.importance": "in_out", "train.optimizer": "adam", "train.lr": 0.003}],
+                         ids=["in-sgd", "in_out-adam"])
+def test_set_neuron_sparse_path_equals_mask_path_for_one_seed(flat, digits):
+    """Neuron importance pruning after epochs 1 and 2 (half the hidden units gone by the end) and SET rewiring
+    between the alive units: the same units, topology and weights on both storages; the sparse layers shrink."""
+    cm, cs = pair("set_neuron", **NEURON, **flat)
+    tm = Trainer(cm, data=digits)
+    hm = tm.fit()
+    ts = Trainer(cs, data=digits)
+    slots = [l.values.numel() for l in ts.model.layers[:-1]]
+    hs = ts.fit()
+    for lm, ls in zip(tm.model.layers, ts.model.layers):
+        assert torch.equal(lm.unit_mask, ls.unit_mask)
+        if isinstance(ls, SparseLinear):
+            topo = torch.zeros_like(lm.mask).index_put_((ls.rows.long(), ls.cols.long()), torch.tensor(True))
+            assert torch.equal(topo, lm.mask) and ls.values.numel() == int(lm.mask.sum()) == int(ls.budget)
+        assert (lm.effective_weight() - ls.effective_weight()).abs().max() < 1e-5
+    assert [int(l.unit_mask.sum()) for l in ts.model.layers[:-1]] == [32, 16]      # round(H (1 - 0.5))
+    assert all(l.values.numel() < n for l, n in zip(ts.model.layers[:-1], slots))   # pruned slots are gone
+    for a, b in zip(hm, hs):
+        for key in ("weights_nonzero", "params_trainable", "neurons_active"):
+            assert a[key] == b[key], key
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-9)
+
+
+def test_resume_of_set_neuron_on_the_sparse_path_is_identical(digits, tmp_path):
+    # Saved after a pruning round: the checkpoint holds fewer slots than a freshly built layer.
+    cfg = small_config("set_neuron", **{**NEURON, "model.sparse_compute": "sparse", "model.epsilon": 1.0,
+                                        "train.epochs": 4})
+    assert_resume_identical(cfg, digits, tmp_path / "n.pt", after=2)
 
 
 def test_trained_sparse_layers_and_their_optimizer_state_are_o_nnz(digits):

@@ -43,7 +43,8 @@ import math
 import torch
 from torch import nn
 
-from ..nn.correlation import DEAD_STD, live_units, mean_abs_cosine, mean_abs_pearson, pair_mean, row_cosines, units_2d  # noqa: F401  (re-exported)
+from ..nn.correlation import (DEAD_STD, live_units, mean_abs_cosine, mean_abs_pearson, pair_mean, row_cosines,  # noqa: F401
+                              sparse_mean_abs_cosine, units_2d)  # (re-exported)
 from ..nn.layers import WeightLayer, weight_layers
 from ..nn.node_pruning import node_scores, removal_masks, remove_nodes_
 
@@ -214,9 +215,15 @@ def diversity(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
         a = units_2d(a).double()
         live = live_units(a)
         corr, corr_pairs = mean_abs_pearson(a, live=live)
-        w = layers[k].effective_weight().detach().double()
-        cos, cos_pairs = mean_abs_cosine(w)
-        pea, pea_pairs = mean_abs_cosine(w, centred=True)
+        if hasattr(layers[k], "coordinates"):   # a truly sparse layer: from its coordinates, no dense copy
+            rows, cols, v = layers[k].coordinates()
+            shape = (layers[k].out_features, layers[k].in_features)
+            cos, cos_pairs = sparse_mean_abs_cosine(rows, cols, v, shape)
+            pea, pea_pairs = sparse_mean_abs_cosine(rows, cols, v, shape, centred=True)
+        else:
+            w = layers[k].effective_weight().detach().double()
+            cos, cos_pairs = mean_abs_cosine(w)
+            pea, pea_pairs = mean_abs_cosine(w, centred=True)
         values += [corr, cos, pea, (~live).sum().double(), corr_pairs.double(), cos_pairs.double(),
                    pea_pairs.double()]
     host = torch.stack(values).cpu().tolist() if values else []

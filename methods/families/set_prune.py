@@ -34,6 +34,7 @@ from ..core.budget import BudgetError, chain, solve_knob, solve_width
 from ..nn.layers import MaskedLinear
 from ..nn.models import MLP
 from ..nn.sparse_linear import SparseLinear
+from ..nn.sparse_topology import er_positions, sample_empty
 from ..core.registry import register_method
 
 INITS = ("torch", "normal", "he_uniform", "xavier_uniform")
@@ -43,6 +44,10 @@ SPARSE_COMPUTE = ("auto", "mask", "sparse")
 # CSR layer's forward plus backward took 0.36-0.60x the masked layer's at density 0.05 in every run, and lost in
 # some runs at 0.1-0.2 (pytorch PR 51647 puts the CSR/dense crossover at 80-90% sparsity).
 SPARSE_DENSITY_CROSSOVER = 0.05
+# Above this density a SparseLinear stores more than the dense weight it replaces: 28 bytes a weight (float32 value,
+# int32 row and col, and the int32 column and permutation arrays of the CSR views of W and W^T:
+# methods/nn/sparse_linear.py) against 4 for a dense float32 entry. `sparse` is refused above it.
+SPARSE_BREAK_EVEN = 4 / 28
 REGROW_INITS = ("zero", "normal", "he_uniform", "xavier_uniform")
 
 
@@ -87,6 +92,15 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor,
             value[where] = 0
 
 
+def compact_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, keep: torch.Tensor) -> None:
+    """The per-entry optimizer state of a SparseLinear's `values` after `keep_slots_(keep)`: the kept slots' state,
+    in slot order (the state the masked layer keeps for its surviving weights)."""
+    state = optimizer.state.get(param, {})
+    for name, value in state.items():
+        if torch.is_tensor(value) and value.dim() == 1 and value.numel() == keep.numel():
+            state[name] = value[keep].clone()
+
+
 @dataclass(frozen=True)
 class FixProbConfig(MLPConfig):
     # epsilon = 20: the official SET code (set_mlp_keras_cifar10.py, fixprob_mlp_keras_cifar10.py).
@@ -100,6 +114,30 @@ class FixProbConfig(MLPConfig):
     # kernels (SparseLinear); "auto": sparse for the layers whose ER density is below SPARSE_DENSITY_CROSSOVER.
     sparse_compute: str = spec("mask", choices=SPARSE_COMPUTE,
                                help="sparse layers as dense weight x mask, or truly sparse (values + indices)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.sparse_compute != "sparse" or not self.hidden:
+            return
+        # The layers whose shape the model config fixes: hidden -> hidden exactly; input -> first hidden (and last
+        # hidden -> classes, when sparse) at least epsilon / width, whatever the data's width (FixProb.build checks
+        # them exactly once the data's shape is known).
+        h = self.hidden
+        bounds = [(f"{a}->{b}", er_density(a, b, self.epsilon)) for a, b in zip(h[:-1], h[1:])]
+        bounds.append((f"inputs->{h[0]}", min(1.0, self.epsilon / h[0])))
+        if self.sparse_output:
+            bounds.append((f"{h[-1]}->classes", min(1.0, self.epsilon / h[-1])))
+        check_break_even(bounds, self.epsilon)
+
+
+def check_break_even(layers: list[tuple[str, float]], epsilon: float) -> None:
+    """ConfigError (one line) if a layer that `sparse_compute: sparse` would store truly sparse has an ER density
+    above SPARSE_BREAK_EVEN; `layers`: (name, density) of the sparse layers."""
+    for name, density in layers:
+        if density > SPARSE_BREAK_EVEN:
+            raise ConfigError(f"model.sparse_compute='sparse': layer {name} at model.epsilon={epsilon:g} has ER density "
+                              f">= {density:.3g}, above {SPARSE_BREAK_EVEN:.3f} where sparse storage (28 bytes a weight) "
+                              f"exceeds dense (4); allowed: mask, auto, or a smaller epsilon")
 
 
 @register_method("fixprob")
@@ -128,23 +166,46 @@ class FixProb(Method):
         widths = (self.info.in_features, *m.hidden, self.info.num_classes)
         n_layers = len(widths) - 1
 
+        if m.sparse_compute == "sparse":   # exactly, now that the data's width is known (FixProbConfig.validate)
+            check_break_even([(f"{a}->{b}", er_density(a, b, m.epsilon)) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+                              if self.sparse_layer(i, n_layers)], m.epsilon)
+
         def factory(n_in: int, n_out: int, bias: bool, index: int) -> MaskedLinear | SparseLinear:
             density = er_density(n_in, n_out, m.epsilon)
-            if self.sparse_layer(index, n_layers):
-                mask = torch.rand(n_out, n_in, generator=self.gen) < density
+            if not self.sparse_layer(index, n_layers):   # dense (the output layer unless sparse_output)
+                layer = MaskedLinear(n_in, n_out, bias=bias)
+                if m.init != "torch":
+                    with torch.no_grad():
+                        layer.weight.copy_(draw_values(m.init, n_in * n_out, n_in, n_out, self.gen).view(n_out, n_in))
+                        if layer.bias is not None:
+                            layer.bias.zero_()
+                return layer
+            # The ER draw as coordinates (methods/nn/sparse_topology.py), then its values and bias, all from the
+            # method's generator: no dense temporary, and the mask path stores the very same draw, so a seed gives
+            # the same network either way (tests/test_sparse_linear.py).
+            pos = er_positions(n_out, n_in, density, self.gen)
+            rows, cols = pos // n_in, pos % n_in
+            if m.init == "torch":
+                # nn.Linear's init (kaiming_uniform with a = sqrt(5): bound 1/sqrt(fan_in), the bias alike), drawn
+                # for the kept positions only; the same distribution as `dense`'s weights.
+                bound = 1.0 / math.sqrt(n_in)
+                values = (torch.rand(pos.numel(), generator=self.gen) * 2 - 1) * bound
+                b = (torch.rand(n_out, generator=self.gen) * 2 - 1) * bound if bias else None
             else:
-                mask = None
-            # Both representations draw the same mask and values from the same streams, so a seed gives the same
-            # network either way (tests/test_sparse_linear.py). The dense draw is transient: construction only.
-            layer = MaskedLinear(n_in, n_out, bias=bias, mask=mask)
-            if m.init != "torch":
-                with torch.no_grad():
-                    layer.weight.copy_(draw_values(m.init, n_in * n_out, n_in, n_out, self.gen).view(n_out, n_in))
-                    layer.weight.mul_(layer.mask)
-                    if layer.bias is not None:
-                        layer.bias.zero_()
-            if mask is not None and density < 1.0 and self.truly_sparse(density):
-                return SparseLinear.from_dense(layer.weight, layer.mask, layer.bias)
+                values = draw_values(m.init, pos.numel(), n_in, n_out, self.gen)
+                b = torch.zeros(n_out) if bias else None
+            if density < 1.0 and self.truly_sparse(density):
+                return SparseLinear(n_in, n_out, rows, cols, values, b)
+            mask = torch.zeros(n_out, n_in, dtype=torch.bool)
+            mask.view(-1)[pos] = True
+            # fork_rng: nn.Linear's own init would advance the global generator (dropout, the output layer), which
+            # the sparse path never touches; the draw is overwritten below anyway.
+            with torch.random.fork_rng(devices=[]):
+                layer = MaskedLinear(n_in, n_out, bias=bias, mask=mask)
+            with torch.no_grad():
+                layer.weight.zero_().view(-1)[pos] = values
+                if b is not None:
+                    layer.bias.copy_(b)
             return layer
 
         return MLP(widths, activation=m.activation, dropout=m.dropout, bias=m.bias, factory=factory)
@@ -217,32 +278,40 @@ class SetConfig(FixProbConfig):
     momentum_reset: str = spec("changed", choices=("changed", "all"))
 
 
+def set_removal(values: torch.Tensor, zeta: float) -> torch.Tensor:
+    """SET's removal over the active weights `values` (1-D, row-major order): int(zeta * n) of the n positive ones
+    closest to zero and, separately, int(zeta * m) of the m negative ones closest to zero (weightsEvolution keeps
+    w > smallestPositive or w < largestNegative), and the exact zeros (that rule never keeps a zero). Boolean."""
+    remove = values == 0
+    for sign in (1.0, -1.0):
+        idx = (values * sign > 0).nonzero().squeeze(1)
+        k = int(zeta * idx.numel())
+        if k:
+            closest = torch.topk(values[idx] * sign, k, largest=False).indices
+            remove[idx[closest]] = True
+    return remove
+
+
 @torch.no_grad()
 def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Generator,
-               allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               alive_rows: torch.Tensor | None = None, alive_cols: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SET rewiring of `layer`. Returns boolean (removed, regrown) masks.
 
-    Removal: int(zeta * n) of the n positive active weights closest to zero and, separately, int(zeta * m) of
-    the m negative ones closest to zero (weightsEvolution keeps w > smallestPositive or w < largestNegative);
-    active weights that are exactly zero are removed too (that rule never keeps a zero). Regrowth: as many
-    weights as the budget allows at uniformly random positions that are empty after the removal (the just
-    removed ones included, as in SET) and `allowed` (pruned neurons excluded).
+    Removal: `set_removal` of the active weights. Regrowth: as many weights as the budget allows at uniformly random
+    positions that are empty after the removal (the just removed ones included, as in SET) and between alive units
+    (alive_rows x alive_cols; pruned neurons excluded), drawn on the coordinates by `sample_empty` (the same draw as
+    `sparse_set_evolve`'s).
     """
     w, m = layer.weight, layer.mask
     flat_w, flat_m = w.view(-1), m.view(-1)
-    remove = flat_m & (flat_w == 0)
-    for sign in (1.0, -1.0):
-        idx = (flat_m & (flat_w * sign > 0)).nonzero().squeeze(1)
-        k = int(zeta * idx.numel())
-        if k:
-            closest = torch.topk((flat_w[idx] * sign), k, largest=False).indices
-            remove[idx[closest]] = True
+    active = flat_m.nonzero().squeeze(1)             # sorted row-major positions
+    remove = torch.zeros_like(flat_m)
+    remove[active[set_removal(flat_w[active], zeta)]] = True
     keep = flat_m & ~remove
-    n_new = max(0, int(layer.budget) - int(keep.sum()))
-    candidates = ~keep if allowed is None else (~keep & allowed.view(-1))
-    cand_idx = candidates.nonzero().squeeze(1)
-    pick = torch.randperm(cand_idx.numel(), generator=gen)[:n_new].to(cand_idx.device)
-    new = cand_idx[pick]
+    kept = keep.nonzero().squeeze(1)
+    n_new = max(0, int(layer.budget) - kept.numel())
+    new = sample_empty(n_new, w.shape[0], w.shape[1], kept, gen, alive_rows, alive_cols).to(w.device)
     regrown = torch.zeros_like(flat_m)
     regrown[new] = True
     flat_w[remove] = 0
@@ -253,35 +322,21 @@ def set_evolve(layer: MaskedLinear, zeta: float, regrow_init: str, gen: torch.Ge
 
 
 @torch.no_grad()
-def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: torch.Generator) -> torch.Tensor:
+def sparse_set_evolve(layer: SparseLinear, zeta: float, regrow_init: str, gen: torch.Generator,
+                      alive_rows: torch.Tensor | None = None, alive_cols: torch.Tensor | None = None) -> torch.Tensor:
     """`set_evolve` on the coordinates of a SparseLinear, drawing the same random numbers, so that it picks the
     same removals and regrowth positions as on the equivalent MaskedLinear. Returns the changed slots (bool).
 
     Removal runs over the weights in row-major order (the order `set_evolve` sees them). A regrown connection
     takes the slot of a removed one, so the number of slots (the budget) and the optimizer state's layout stay.
-    Regrowth draws a rank among the N - n_keep empty positions, as `set_evolve` does; rank r of the complement
-    of the sorted kept positions K is r + #{j : K_j - j <= r} (a search, not a dense candidate list). The rank draw
-    itself is `set_evolve`'s permutation of all N - n_keep empty positions (transient O(n_in n_out) integers): the
-    price of drawing the same numbers. Regrowth ignores unit_mask: only set_neuron prunes units, and it has no
-    sparse layers (SetNeuronConfig.validate).
+    Regrowth samples among the empty positions against the sorted kept positions (`sample_empty`): memory
+    O(nnz), never O(n_in n_out), and only between alive units (alive_rows x alive_cols), as `set_evolve`.
     """
     order = layer.perm                      # slots in row-major order
-    v = layer.values[order]
-    flat = layer.flat_index()[order]
-    remove = v == 0
-    for sign in (1.0, -1.0):
-        idx = (v * sign > 0).nonzero().squeeze(1)
-        k = int(zeta * idx.numel())
-        if k:
-            closest = torch.topk(v[idx] * sign, k, largest=False).indices
-            remove[idx[closest]] = True
-    kept = flat[~remove]
-    n_keep = kept.numel()
-    n_new = max(0, int(layer.budget) - n_keep)
-    total = layer.in_features * layer.out_features
-    pick = torch.randperm(total - n_keep, generator=gen)[:n_new].to(kept.device)
-    shifted = kept - torch.arange(n_keep, device=kept.device)
-    new = pick + torch.searchsorted(shifted, pick, right=True)
+    remove = set_removal(layer.values[order], zeta)
+    kept = layer.flat_index()[order][~remove]   # sorted: row-major
+    n_new = max(0, int(layer.budget) - kept.numel())
+    new = sample_empty(n_new, layer.out_features, layer.in_features, kept, gen, alive_rows, alive_cols).to(kept.device)
     values = draw_values(regrow_init, new.numel(), layer.in_features, layer.out_features, gen)
     slots = order[remove.nonzero().squeeze(1)]
     if slots.numel() != new.numel():  # budget == slots by construction (SparseLinear.budget)
@@ -315,17 +370,17 @@ class SET(FixProb):
         layers = model.layers
         for i in self.evolved_layers(model):
             layer = layers[i]
+            # Regrowth only between units that are alive (neuron pruning removes units for good).
+            alive_in = layers[i - 1].unit_mask if i > 0 else None
             if isinstance(layer, SparseLinear):
-                changed = sparse_set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen)
+                changed = sparse_set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen,
+                                            layer.unit_mask, alive_in)
                 every = torch.ones_like(changed)
                 reset_optimizer_state(optimizer, layer.values, every if self.cfg.model.momentum_reset == "all" else changed,
                                       every)
                 continue
-            # Regrowth only between units that are alive (neuron pruning removes units for good).
-            alive_in = layers[i - 1].unit_mask if i > 0 else torch.ones(layer.weight.shape[1], dtype=torch.bool,
-                                                                        device=layer.weight.device)
-            allowed = layer.unit_mask[:, None] & alive_in[None, :]
-            removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen, allowed)
+            removed, regrown = set_evolve(layer, self.cfg.model.zeta, self.cfg.model.regrow_init, self.gen,
+                                          layer.unit_mask, alive_in)
             if self.cfg.model.momentum_reset == "all":
                 reset_optimizer_state(optimizer, layer.weight, torch.ones_like(removed), layer.mask)
             else:
@@ -355,9 +410,6 @@ class SetNeuronConfig(SetConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.sparse_compute == "sparse":
-            raise ConfigError("model.sparse_compute='sparse': set_neuron removes neurons through its masks; "
-                              "allowed for set_neuron: mask, auto (auto means mask here)")
         if not self.hidden:
             raise ConfigError("model.hidden=(): set_neuron prunes hidden units, give at least one hidden layer")
 
@@ -409,9 +461,6 @@ class SetNeuron(SET):
             cfg = cfg.replace(**{"model.prune_target": 0.5})   # Paper B (arXiv 1906.11626 abstract): "about 50%"
         return super().fit_budget(cfg, info, budget, metric)
 
-    def truly_sparse(self, density: float) -> bool:
-        return False  # neuron pruning and its budget shrinking act on masks (validate refuses "sparse")
-
     @classmethod
     def check(cls, cfg) -> None:
         if not cls.schedule(cfg):
@@ -420,10 +469,12 @@ class SetNeuron(SET):
 
     @torch.no_grad()
     def importance(self, model: MLP, i: int) -> torch.Tensor:
+        """Sum of |incoming| (and, for in_out, |outgoing|) weights per unit of hidden layer i, in float64 on either
+        storage (a truly sparse layer sums its coordinates), so that both find the same order."""
         layers = model.layers
-        s = layers[i].effective_weight().abs().sum(1)
+        s = abs_sums(layers[i], 1)
         if self.cfg.model.importance == "in_out":
-            s = s + layers[i + 1].effective_weight().abs().sum(0)
+            s = s + abs_sums(layers[i + 1], 0)
         return s
 
     @torch.no_grad()
@@ -457,16 +508,38 @@ class SetNeuron(SET):
             kill = self.choose(self.importance(model, i), into.unit_mask, rounds.index(epoch), len(rounds))
             if not kill.any():
                 continue
-            into.mask[kill, :] = False
-            into.weight[kill, :] = 0
             into.unit_mask[kill] = False
-            out_of.mask[:, kill] = False
-            out_of.weight[:, kill] = 0
-            reset_optimizer_state(optimizer, into.weight, kill[:, None].expand_as(into.mask), into.mask)
-            reset_optimizer_state(optimizer, out_of.weight, kill[None, :].expand_as(out_of.mask), out_of.mask)
+            # The budget shrinks with the units: regrowth refills only what survived (Curci et al.).
+            remove_connections_(into, optimizer, rows=kill)
+            remove_connections_(out_of, optimizer, cols=kill)
             if into.bias is not None:
                 into.bias[kill] = 0
                 reset_optimizer_state(optimizer, into.bias, kill, into.unit_mask)
-            # The budget shrinks with the units: regrowth refills only what survived (Curci et al.).
-            into.budget.copy_(into.mask.sum())
-            out_of.budget.copy_(out_of.mask.sum())
+
+
+def abs_sums(layer: MaskedLinear | SparseLinear, dim: int) -> torch.Tensor:
+    """Row (dim 1) or column (dim 0) sums of |W| in float64, from the coordinates of a truly sparse layer."""
+    if isinstance(layer, SparseLinear):
+        index, n = (layer.rows, layer.out_features) if dim == 1 else (layer.cols, layer.in_features)
+        return torch.zeros(n, dtype=torch.float64, device=layer.values.device).index_add_(
+            0, index.long(), layer.values.detach().double().abs())
+    return layer.effective_weight().detach().double().abs().sum(dim)
+
+
+@torch.no_grad()
+def remove_connections_(layer: MaskedLinear | SparseLinear, optimizer: torch.optim.Optimizer,
+                        rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> None:
+    """Remove for good every connection of the output units `rows` or the input units `cols` (bool masks), and
+    shrink the layer's budget to what is left: a masked layer clears mask and weight and resets their optimizer
+    state; a truly sparse one drops the slots and compacts its optimizer state (the survivors' state is the same
+    either way)."""
+    if isinstance(layer, SparseLinear):
+        dead = rows[layer.rows.long()] if rows is not None else cols[layer.cols.long()]
+        layer.keep_slots_(~dead)
+        compact_optimizer_state(optimizer, layer.values, ~dead)
+        return
+    where = rows[:, None].expand_as(layer.mask) if rows is not None else cols[None, :].expand_as(layer.mask)
+    layer.mask[where] = False
+    layer.weight[where] = 0
+    reset_optimizer_state(optimizer, layer.weight, where, layer.mask)
+    layer.budget.copy_(layer.mask.sum())

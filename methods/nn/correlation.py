@@ -67,3 +67,60 @@ def mean_abs_cosine(w: torch.Tensor, centred: bool = False) -> tuple[torch.Tenso
     """Mean |cosine| between the nonzero rows of `w` [H, ...] (rows = incoming weight vectors), and the
     pair count."""
     return pair_mean(*row_cosines(w, centred))
+
+
+def sparse_mean_abs_cosine(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int],
+                           centred: bool = False, block_products: int = 2**20) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mean_abs_cosine` of the n_rows x n_cols matrix with entries `values` at (`rows`, `cols`) (distinct
+    coordinates, e.g. a truly sparse layer's), without the dense matrix or the dense cosine matrix.
+
+    Only row pairs that share a column have a nonzero inner product G_ij, so the uncentred sum of |cos| runs over the
+    nonzeros of the sparse Gram matrix W W^T, built by sparse x sparse products over blocks of rows (each block at
+    most about `block_products` partial products). Centring makes every row dense, but in closed form: with row
+    means m_i, centred norms s_i^2 = |w_i|^2 - n m_i^2 and a_i = sqrt(n) m_i / s_i, the centred cosine is
+    (G_ij - n m_i m_j) / (s_i s_j) = G_ij / (s_i s_j) - a_i a_j. Pairs that share no column contribute |a_i a_j|,
+    summed over all pairs as ((sum |a|)^2 - sum a^2) / 2, and the sharing pairs replace that term by their exact
+    |cos|. Work O(sum over columns of count^2 + n_rows), memory O(nnz + block)."""
+    n_rows, n_cols = shape
+    device = values.device
+    v = values.detach().double()
+    r, c = rows.long(), cols.long()
+    sq = torch.zeros(n_rows, dtype=torch.float64, device=device).index_add_(0, r, v * v)
+    if centred:
+        mean = torch.zeros(n_rows, dtype=torch.float64, device=device).index_add_(0, r, v) / n_cols
+        s2 = (sq - n_cols * mean * mean).clamp_min(0)
+    else:
+        mean, s2 = None, sq
+    keep = s2 > 0
+    norm = torch.where(keep, s2.sqrt(), torch.ones_like(s2))
+    a = torch.where(keep, n_cols ** 0.5 * mean / norm, torch.zeros_like(s2)) if centred else torch.zeros_like(s2)
+    total = (a.abs().sum() ** 2 - (a * a).sum()) / 2
+    order = torch.argsort(r * n_cols + c)
+    r, c, v = r[order], c[order], v[order]
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=device)
+    crow[1:] = torch.cumsum(torch.bincount(r, minlength=n_rows), 0)
+    t_order = torch.argsort(c * n_rows + r)
+    crow_t = torch.zeros(n_cols + 1, dtype=torch.long, device=device)
+    crow_t[1:] = torch.cumsum(torch.bincount(c, minlength=n_cols), 0)
+    w_t = torch.sparse_csr_tensor(crow_t, r[t_order], v[t_order], (n_cols, n_rows), check_invariants=False)
+    col_count = crow_t.diff()
+    products = torch.zeros(n_rows + 1, dtype=torch.long, device=device)   # partial products per row, cumulated
+    products[1:] = torch.cumsum(torch.zeros(n_rows, dtype=torch.long, device=device).index_add_(0, r, col_count[c]), 0)
+    start = 0
+    while start < n_rows:
+        stop = int(torch.searchsorted(products, products[start] + block_products, right=True)) - 1
+        stop = min(n_rows, max(stop, start + 1))
+        lo, hi = int(crow[start]), int(crow[stop])
+        block = torch.sparse_csr_tensor(crow[start:stop + 1] - lo, c[lo:hi], v[lo:hi], (stop - start, n_cols),
+                                        check_invariants=False)
+        g = torch.sparse.mm(block, w_t)
+        i = start + torch.repeat_interleave(torch.arange(stop - start, device=device), g.crow_indices().diff())
+        j = g.col_indices()
+        upper = (j > i) & keep[i] & keep[j]
+        i, j, gij = i[upper], j[upper], g.values()[upper]
+        cos = gij / (norm[i] * norm[j]) - a[i] * a[j]
+        total = total + (cos.abs() - (a[i] * a[j]).abs()).sum()
+        start = stop
+    n = keep.sum()
+    pairs = n * (n - 1) // 2
+    return total / pairs.clamp_min(1), pairs

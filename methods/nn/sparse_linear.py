@@ -122,8 +122,8 @@ class SparseLinear(WeightLayer):
         return self.rows, self.cols, self.values.detach()
 
     def effective_weight(self) -> torch.Tensor:
-        # Dense, for the consumers that need a matrix (weight diversity, node-pruning scores); the structure
-        # metrics read coordinates() instead.
+        # Dense, for the consumers that need a matrix (the decorrelated initialisation); the metrics and node
+        # pruning read coordinates() instead.
         w = torch.zeros(self.out_features, self.in_features, dtype=self.values.dtype, device=self.values.device)
         return w.index_put_((self.rows, self.cols), self.values.detach())
 
@@ -133,6 +133,28 @@ class SparseLinear(WeightLayer):
         self.unit_mask[drop] = False
         if self.bias is not None:
             self.bias[drop] = 0.0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint taken after neuron pruning (keep_slots_) holds fewer slots than a freshly built layer: take
+        # its size first (the same Parameter object, so an optimizer built before the load still holds it).
+        values = state_dict.get(prefix + "values")
+        if values is not None and values.shape != self.values.shape:
+            self.values.data = torch.empty_like(values, device=self.values.device)
+            self.rows = torch.empty(values.shape, dtype=self.rows.dtype, device=self.rows.device)
+            self.cols = torch.empty(values.shape, dtype=self.cols.dtype, device=self.cols.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def keep_slots_(self, keep: torch.Tensor) -> None:
+        """Drop the slots where `keep` (bool [nnz]) is False for good (neuron pruning removes a unit's connections):
+        the storage shrinks and the budget with it. `values` stays the same Parameter object (its data is swapped),
+        so the optimizer keeps it; the caller compacts the optimizer's per-slot state alike."""
+        self.rows, self.cols = self.rows[keep].clone(), self.cols[keep].clone()
+        self.values.data = self.values.data[keep].clone()
+        if self.values.grad is not None:
+            self.values.grad = self.values.grad[keep].clone()
+        self.budget.fill_(self.values.numel())
+        self.rebuild_()
 
     def num_trainable(self, updated: Callable[[nn.Parameter], bool]) -> int:
         n = self.values.numel() if updated(self.values) else 0
