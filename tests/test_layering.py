@@ -33,7 +33,7 @@ SUBLAYERS = {
     "sparsebench.methods.data": ["types", "fetch", "splits", "registry", "augment", "sources", "files", "load"],
     # workflows: leaves (no workflow import) < what trials need < the driver's parts < the runner < commands < CLI.
     "sparsebench.workflows": [
-        "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "plots", "protocol", "search_space", "budgets", "repro_table",
+        "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "plots", "protocol", "search_space", "budgets", "repro_table", "results_table",
         "tracking", "server", "trainable", "trial", "tables", "catalog",
         "runner", "search", "reproduce", "cli", "__main__",
     ],

@@ -10,6 +10,7 @@ first problem as one line naming the file, the experiment and the key. Schema:
         dataset: NAME | datasets: [NAME, ...]      (or a file path, relative to the protocol file)
         epochs: N    seeds: N    metric: test_acc | val_acc | neuron_sparsity | ...    report: [...]
         sweep: {flat.key: [v1, v2, ...]}      (optional; one key; every arm runs at every value)
+        gpu_hours: H   gpu_hours_source: ...  (optional: a GPU experiment, estimated GPU-hours of one run)
         data: {data.*: ...}  common: {...}    (flat keys every arm gets)
         methods: {arm: {method: NAME (default: the arm's name), flat.key: value, ...}}
         published_source / verified_against_paper / tolerance_source: defaults for the cells below
@@ -51,7 +52,7 @@ CURVE_METRICS = ("val_acc", "test_acc")   # what a pruning curve records (method
 TOP_KEYS = {"paper", "title", "arxiv", "notes", "experiments"}
 EXP_KEYS = {"name", "description", "dataset", "datasets", "epochs", "seeds", "metric", "report", "sweep", "data",
             "common", "methods", "published", "published_source", "verified_against_paper", "tolerance_source",
-            "notes"}
+            "notes", "gpu_hours", "gpu_hours_source"}
 CELL_KEYS = {"method", "value", "source", "verified_against_paper", "metric", "statistic", "baseline", "dataset", "at",
              "tolerance", "tolerance_source", "std", "runs", "claim", "note"}
 
@@ -118,6 +119,10 @@ class Experiment:
     common: dict[str, Any]
     arms: dict[str, dict[str, Any]]      # arm -> flat overrides including "method"
     published: tuple[Published, ...]
+    # A GPU experiment: the estimated GPU-hours of one run (one seed) and where the estimate comes from; the
+    # results table lists its cells with that estimate until they are measured (workflows/results_table.py).
+    gpu_hours: float | None = None
+    gpu_hours_source: str = ""
 
     def cells(self, paper: str, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[Cell]:
         out = []
@@ -279,6 +284,13 @@ def _experiment(e: Any, where: str, base: Path = PAPERS_DIR) -> Experiment:
             cell.config()
         except ConfigError as err:
             _fail(f"{where}: arm {cell.arm}" + (f" at {sweep_key}={cell.sweep_json}" if sweep_key else ""), str(err))
+    gpu_hours = e.get("gpu_hours")
+    if gpu_hours is not None and (isinstance(gpu_hours, bool) or not isinstance(gpu_hours, (int, float)) or gpu_hours <= 0):
+        _fail(where, f"gpu_hours: {gpu_hours!r} must be a number > 0 (estimated GPU-hours of one run)")
+    if gpu_hours is not None and not str(e.get("gpu_hours_source") or "").strip():
+        _fail(where, "gpu_hours: give gpu_hours_source (how the estimate was made)")
+    exp = Experiment(**{**exp.__dict__, "gpu_hours": None if gpu_hours is None else float(gpu_hours),
+                        "gpu_hours_source": " ".join(str(e.get("gpu_hours_source") or "").split())})
     defaults = {k: e[k] for k in ("published_source", "verified_against_paper", "tolerance_source") if k in e}
     published = tuple(_published(c, f"{where}: published cell {i + 1}", exp, defaults)
                       for i, c in enumerate(e.get("published") or []))
