@@ -29,7 +29,7 @@ LAYERS = [
     ["sparsebench.workflows"],
 ]
 SUBLAYERS = {
-    "sparsebench.methods.core": ["registry", "config", "budget", "optim", "method", "metrics", "train"],
+    "sparsebench.methods.core": ["registry", "config", "budget", "optim", "method", "metrics", "hoyer_gamma", "train"],
     "sparsebench.methods.data": ["types", "fetch", "splits", "registry", "augment", "sources", "files", "load"],
     # workflows: leaves (no workflow import) < what trials need < the driver's parts < the runner < commands < CLI.
     "sparsebench.workflows": [
