@@ -58,3 +58,23 @@ def test_prediction_matches_monte_carlo_where_the_limit_holds(k):
             else:   # near p = 1 the largest entries dominate: the limit overestimates the finite-d value
                 assert pred > mean - 3 * se, (p, d, k, pred, mean)
     assert checked >= 25    # 91 of the 180 points over the three shapes
+
+
+def test_plot_script_writes_the_predictions_for_the_six_fan_ins(tmp_path):
+    import importlib.util
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "plot_hoyer_gamma.py"
+    spec = importlib.util.spec_from_file_location("plot_hoyer_gamma", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "hg"
+    assert script.main(["--out", str(out), "--p", "1.5", "3", "--no-train"]) == 0
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+    assert [int(r["fan_in"]) for r in rows] == [25, 144, 288, 3136, 512, 64] * 2
+    for r in rows:
+        assert float(r["eq2_k1"]) == pytest.approx(expected_hoyer(float(r["p"]), int(r["fan_in"])), abs=1e-4)
+        assert r["hoyer"] == ""                       # nothing trained with --no-train
+    assert script.main(["--out", str(out), "--p", "1.0", "--no-train"]) == 2
