@@ -66,7 +66,8 @@ def test_an_unmeasured_gpu_cell_gives_its_estimate_and_a_measured_one_is_judged(
 
 
 def rec(exp, arm, seed, acc, wall=10.0, commit="abc1234567", hw="CPU, 16 cores, 1 thread(s)"):
-    return RunRecord(exp, "digits", "null", arm, "fixprob", seed, f"h{arm}", {"test_acc": acc}, commit=commit,
+    return RunRecord(exp, "digits", "null", arm, "fixprob", seed, f"h{arm}", {"test_acc": acc, "weight_sparsity": 0.0},
+                     commit=commit,
                      hardware=hw, wall_s=wall)
 
 
@@ -111,8 +112,9 @@ def test_csv_round_trip_and_markdown(paper):
     assert "Compute budget: 7 of 11 runs measured, 70 s of run wall time in all; GPU cells not measured: " \
            "3.0 GPU-hours estimated." in md
     assert ("| cpu / digits / dense | test_acc | 0.9000 | paper table 2 (verified against the paper) | "
-            "0.9100 ± 0.0100 (3) | +0.0100 | 0.0200 | within tolerance | abc1234567 | CPU, 16 cores, 1 thread(s) | 30 s |") in lines
+            "0.9100 ± 0.0100 (3) | +0.0100 | 0.0200 | within tolerance | 0.000 | abc1234567 | CPU, 16 cores, 1 thread(s) | 30 s |") in lines
     assert "| cpu / digits / other | test_acc | none | none published | 0.5000 (1) |  |  | no published value |" in md
+    assert lines[-1] == "1 cell(s) not reproduced: the measured analysis of each is in [analysis.md](analysis.md)."
     assert "| gpu / mnist / dense | test_acc | 0.9900 | abstract (verified against the paper) |  |  | 0.0100 | " \
            "needs GPU (est. 3.0 GPU-h) |" in md
 
@@ -124,3 +126,5 @@ def test_committed_results_markdown_is_the_rendering_of_its_csv(csv_path):
     df, header = parse_csv(csv_path.read_text())
     assert header["command"].startswith("sparsebench reproduce ")
     assert render_markdown(df, header) == md.read_text()
+    if (df["verdict"] == "not reproduced").any():   # every miss has its written analysis beside the table
+        assert (csv_path.parent / "analysis.md").is_file()

@@ -25,7 +25,7 @@ from .protocol import Experiment
 from .repro_table import RunRecord, reproduction_table
 
 RESULT_COLUMNS = ["experiment", "dataset", "setting", "arm", "quantity", "published", "source", "measured", "std", "n",
-                  "seeds", "difference", "tolerance", "verdict", "gpu_hours", "commit", "hardware", "wall_s"]
+                  "seeds", "difference", "tolerance", "verdict", "weight_sparsity", "gpu_hours", "commit", "hardware", "wall_s"]
 HEADER_KEYS = ("title", "command", "settings")
 _TEXT = ("experiment", "dataset", "setting", "arm", "quantity", "source", "verdict", "commit", "hardware")
 _EPS = 1e-12   # a difference equal to the tolerance is within it (floating-point sums of seeds)
@@ -72,7 +72,8 @@ def experiment_rows(exp: Experiment, records: list[RunRecord], seeds: int) -> li
             "experiment": exp.name, "dataset": row["dataset"], "setting": row["setting"], "arm": row["arm"],
             "quantity": row["quantity"], "published": published, "source": row["source"], "measured": measured,
             "std": _nan_none(row["std"]), "n": n, "seeds": seeds, "difference": _nan_none(row["difference"]),
-            "tolerance": tol, "verdict": verdict(published, measured, n, seeds, tol, gpu), "gpu_hours": gpu,
+            "tolerance": tol, "verdict": verdict(published, measured, n, seeds, tol, gpu),
+            "weight_sparsity": _nan_none(row["weight_sparsity"]), "gpu_hours": gpu,
             "commit": _joined(r.commit for r in recs), "hardware": _joined(r.hardware for r in recs),
             "wall_s": sum(walls) if walls else None})
     return rows
@@ -131,15 +132,19 @@ def render_markdown(df: pd.DataFrame, header: dict[str, str]) -> str:
            budget_line(df) + (f" Settings: {header['settings']}." if header.get("settings") else ""), "",
            "Verdict: within tolerance when |measured mean - published| <= tolerance over the protocol's seeds "
            "(docs/reproduce.md, \"Verdicts\").", "",
-           "| cell | quantity | published | source | measured (n) | difference | tolerance | verdict | commit | "
-           "hardware | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| cell | quantity | published | source | measured (n) | difference | tolerance | verdict | weight sparsity | "
+           "commit | hardware | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.to_dict("records"):
         measured = ""
         if _nan_none(r["measured"]) is not None:
             std = _nan_none(r["std"])
             measured = _num(r["measured"]) + (f" ± {_num(std)}" if std is not None else "") + f" ({int(r['n'])})"
         cells = [_cell(r), r["quantity"], _num(r["published"]) or "none", r["source"], measured,
-                 _num(r["difference"], sign=True), _num(r["tolerance"]), r["verdict"], r["commit"], r["hardware"],
-                 _duration(r["wall_s"])]
+                 _num(r["difference"], sign=True), _num(r["tolerance"]), r["verdict"], _num(r["weight_sparsity"], 3),
+                 r["commit"], r["hardware"], _duration(r["wall_s"])]
         out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    if (df["verdict"] == "not reproduced").any():
+        # The measured analysis of every miss is written by hand beside the table (results/<paper>/analysis.md).
+        out += ["", f"{int((df['verdict'] == 'not reproduced').sum())} cell(s) not reproduced: the measured analysis "
+                    "of each is in [analysis.md](analysis.md)."]
     return "\n".join(out) + "\n"
