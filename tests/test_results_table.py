@@ -31,7 +31,7 @@ experiments:
     published:
       - {method: dense, value: 0.90, tolerance: 0.02, source: paper table 2, verified_against_paper: true}
       - {method: sparse, value: 0.95, tolerance: 0.02, source: paper table 2, verified_against_paper: true}
-  - name: gpu
+  - name: mnist
     dataset: mnist
     epochs: 2
     seeds: 2
@@ -88,7 +88,7 @@ def rows_of(paper):
 
 def test_rows_carry_measurements_verdicts_provenance_and_gpu_estimates(paper):
     rows = {(r["experiment"], r["arm"]): r for r in rows_of(paper)}
-    dense, sparse, other, gpu = rows["cpu", "dense"], rows["cpu", "sparse"], rows["cpu", "other"], rows["gpu", "dense"]
+    dense, sparse, other, gpu = rows["cpu", "dense"], rows["cpu", "sparse"], rows["cpu", "other"], rows["mnist", "dense"]
     assert dense["measured"] == pytest.approx(0.91) and dense["std"] == pytest.approx(0.01) and dense["n"] == 3
     assert dense["difference"] == pytest.approx(0.01) and dense["verdict"] == "within tolerance"
     assert dense["wall_s"] == pytest.approx(30.0) and dense["commit"] == "abc1234567"
@@ -115,7 +115,7 @@ def test_csv_round_trip_and_markdown(paper):
             "0.9100 ± 0.0100 (3) | +0.0100 | 0.0200 | within tolerance | 0.000 | abc1234567 | CPU, 16 cores, 1 thread(s) | 30 s |") in lines
     assert "| cpu / digits / other | test_acc | none | none published | 0.5000 (1) |  |  | no published value |" in md
     assert lines[-1] == "1 cell(s) not reproduced: the measured analysis of each is in [analysis.md](analysis.md)."
-    assert "| gpu / mnist / dense | test_acc | 0.9900 | abstract (verified against the paper) |  |  | 0.0100 | " \
+    assert "| mnist / dense | test_acc | 0.9900 | abstract (verified against the paper) |  |  | 0.0100 | " \
            "needs GPU (est. 3.0 GPU-h) |" in md
 
 

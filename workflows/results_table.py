@@ -113,7 +113,8 @@ def _duration(seconds: Any) -> str:
 
 
 def _cell(r: dict[str, Any]) -> str:
-    return " / ".join(x for x in (r["experiment"], r["dataset"], r["setting"], r["arm"]) if x)
+    dataset = "" if r["dataset"] == r["experiment"] else r["dataset"]   # "mnist / dense", not "mnist / mnist / dense"
+    return " / ".join(x for x in (r["experiment"], dataset, r["setting"], r["arm"]) if x)
 
 
 def budget_line(df: pd.DataFrame) -> str:
