@@ -104,6 +104,9 @@ def test_csv_round_trip_and_markdown(paper):
               "settings": "1 trial(s) at once, 1 CPU and 0 GPU per trial"}
     text = to_csv(rows_of(paper), header)
     df, back = parse_csv(text)
+    # A cell's second row (another quantity of the same runs) does not count its runs again in the budget.
+    twice = to_csv(rows_of(paper) + [{**rows_of(paper)[0], "quantity": "max test_acc over epochs"}], header)
+    assert "7 of 11 runs measured, 70 s" in render_markdown(*parse_csv(twice))
     assert back == header and list(df.columns) == RESULT_COLUMNS and len(df) == 4
     assert to_csv(df.to_dict("records"), back) == text          # the CSV is a fixed point of parse + write
     md = render_markdown(df, back)

@@ -119,6 +119,9 @@ def _cell(r: dict[str, Any]) -> str:
 
 def budget_line(df: pd.DataFrame) -> str:
     """What the measured rows cost and what the unmeasured GPU rows are estimated to cost."""
+    # One row per cell (its first, the experiment's metric): a cell's other rows (a gain over a baseline arm, a
+    # maximum) come from the same runs and would count them twice.
+    df = df.drop_duplicates(subset=["experiment", "dataset", "setting", "arm"], keep="first")
     runs, planned = int(df["n"].sum()), int(df["seeds"].sum())
     wall = float(df["wall_s"].fillna(0).sum())
     todo = df[(df["n"] < df["seeds"]) & df["gpu_hours"].notna()]
