@@ -29,12 +29,12 @@ LAYERS = [
     ["sparsebench.workflows"],
 ]
 SUBLAYERS = {
-    "sparsebench.methods.core": ["registry", "config", "budget", "optim", "method", "metrics", "train"],
+    "sparsebench.methods.core": ["registry", "config", "budget", "optim", "method", "metrics", "hoyer_gamma", "train"],
     "sparsebench.methods.data": ["types", "fetch", "splits", "registry", "augment", "sources", "files", "load"],
     # workflows: leaves (no workflow import) < what trials need < the driver's parts < the runner < commands < CLI.
     "sparsebench.workflows": [
         "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "system_metrics", "sqlite_seed", "plots", "search_space", "budgets",
-        "protocol", "repro_table", "tracking", "server", "trainable", "trial", "tables", "catalog", "comparison",
+        "protocol", "repro_table", "results_table", "tracking", "server", "trainable", "trial", "tables", "catalog", "comparison",
         "runner", "search", "reproduce", "cli", "__main__",
     ],
 }

@@ -102,6 +102,8 @@ def test_a_good_file_expands_into_cells(tmp_path):
     ("source: paper table 2", "source: \"authors' repository o/r results.pk\"", "is not one of: abstract"),
     ("at: {model.hidden: [8]}", "at: [8]", "at: [8] is not a mapping"),
     ("tolerance: 0.02,", "tolerance: 0.02, std: lots,", "std: 'lots' must be a number >= 0"),
+    ("    seeds: 2\n", "    seeds: 2\n    gpu_hours: -1\n", "gpu_hours: -1 must be a number > 0"),
+    ("    seeds: 2\n", "    seeds: 2\n    gpu_hours: 3\n", "gpu_hours: give gpu_hours_source"),
 ])
 def test_each_malformed_file_gives_a_clear_error(tmp_path, old, new, message):
     assert old in GOOD, old

@@ -3,6 +3,8 @@ final runs in MLflow, the table files and their numbers, the plot, and a resumed
 cell that is missing."""
 from __future__ import annotations
 
+import shlex
+
 import mlflow
 import mlflow.pytorch
 import pandas as pd
@@ -13,7 +15,9 @@ from sparsebench.methods import RunConfig, metrics
 from sparsebench.methods.core.train import evaluation_data
 from sparsebench.workflows import tracking
 from sparsebench.workflows.cli import main
+from sparsebench.workflows.protocol import load_paper
 from sparsebench.workflows.repro_table import COLUMNS
+from sparsebench.workflows.results_table import parse_csv, render_markdown
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -62,6 +66,17 @@ def test_quick_reproduction_tables_and_resume(in_tmp_cwd, ray_session, capsys):
     png = folder / "dense_digits_digits_vs_params.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     artifacts = {a.path for a in client.list_artifacts(parent)}
+
+    # The paper's results table covers every experiment of the protocol; the Markdown is the CSV's rendering.
+    paper_csv = in_tmp_cwd / "reproductions" / "baselines" / "table-quick.csv"
+    rows, header = parse_csv(paper_csv.read_text())
+    assert header["command"] == shlex.join(["sparsebench", *ARGV]) and "QUICK" in header["title"]
+    assert render_markdown(rows, header) == paper_csv.with_suffix(".md").read_text()
+    assert set(rows.experiment) == {e.name for e in load_paper("baselines").experiments}
+    mine = rows[rows.experiment == "dense_digits"]
+    assert list(mine.n) == [2, 2, 2] and set(mine.verdict) == {"no published value"}
+    assert set(rows[rows.experiment != "dense_digits"].verdict) == {"not run"}
+    assert all(w > 0 for w in mine.wall_s) and all(c and c != "unknown" for c in mine.commit)
     assert {"table.md", "table.csv", "table.tex", "table.html", png.name} <= artifacts
 
     # Resume: one cell's run is lost (marked FAILED); the rerun runs only that cell, under the same parent.

@@ -9,6 +9,7 @@ import argparse
 import faulthandler
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -322,7 +323,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import ReproduceSettings, list_protocols, plan, reproduce
+    from .reproduce import ReproduceSettings, list_protocols, paper_folder, plan, reproduce
 
     if args.list:
         print(list_protocols())
@@ -330,7 +331,8 @@ def cmd_reproduce(args) -> int:
     if not args.paper:
         raise UsageError("reproduce: name a paper (sparsebench reproduce --list shows them)")
     s = ReproduceSettings(paper=args.paper, experiments=tuple(args.experiment), datasets=tuple(args.dataset),
-                          seeds=args.seeds or 0, quick=args.quick, output=args.output or "", **runner_settings(args))
+                          seeds=args.seeds or 0, quick=args.quick, output=args.output or "",
+                          command=getattr(args, "command_line", ""), **runner_settings(args))
     p = plan(s)  # protocol, configs, data and stores checked before Ray starts
     results = reproduce(s, p)
     for r in results:
@@ -338,6 +340,8 @@ def cmd_reproduce(args) -> int:
         print(r["files"]["table.md"].read_text().split("\n\n", 2)[-1])
         print(f"{r['finished']} of {r['planned']} runs finished ({r['ran']} run now, {r['seconds']:.1f} s); "
               f"files: {', '.join(str(f) for f in r['files'].values())}")
+    table = paper_folder(p, s) / ("table-quick.md" if s.quick else "table.md")
+    print(f"\nresults table of {p.paper.id} (every experiment, published vs measured, verdicts): {table}")
     return 0 if all(r["complete"] for r in results) else 1
 
 
@@ -393,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             print(catalog.markdown())
             return 0
         if args.command == "reproduce":
+            # The exact command, written at the top of the results table it produces (shell-quoted, re-runnable).
+            args.command_line = shlex.join(["sparsebench", *(sys.argv[1:] if argv is None else argv)])
             return cmd_reproduce(args)
         if args.command == "server":
             return cmd_server(args)

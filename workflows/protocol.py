@@ -12,6 +12,7 @@ first problem as one line naming the file, the experiment and the key. Schema:
         sweep: {flat.key: [v1, v2, ...]}      (optional; one key; every arm runs at every value)
         budgets: [2k, 8000, ...]  budget_metric: params_trainable | weights_nonzero   (optional, instead of a
                                               sweep: every arm sized to every budget, workflows/budgets.py)
+        gpu_hours: H   gpu_hours_source: ...  (optional: a GPU experiment, estimated GPU-hours of one run)
         data: {data.*: ...}  common: {...}    (flat keys every arm gets)
         methods: {arm: {method: NAME (default: the arm's name), flat.key: value, ...}}
         published_source / verified_against_paper / tolerance_source: defaults for the cells below
@@ -54,7 +55,7 @@ CURVE_METRICS = ("val_acc", "test_acc")   # what a pruning curve records (method
 TOP_KEYS = {"paper", "title", "arxiv", "notes", "experiments"}
 EXP_KEYS = {"name", "description", "dataset", "datasets", "epochs", "seeds", "metric", "report", "sweep", "data",
             "common", "methods", "published", "published_source", "verified_against_paper", "tolerance_source",
-            "notes", "budgets", "budget_metric"}
+            "notes", "budgets", "budget_metric", "gpu_hours", "gpu_hours_source"}
 # A budget experiment's swept "setting" (issue 16): not a config key; each cell's config is sized to it in closed form
 # (Method.size_to_budget) once its data's shapes are known (reproduce.plan), and `at: {budget: 2000}` names it.
 BUDGET_KEY = "budget"
@@ -129,6 +130,10 @@ class Experiment:
     @property
     def budgets(self) -> tuple[float, ...]:
         return self.sweep_values if self.sweep_key == BUDGET_KEY else ()
+    # A GPU experiment: the estimated GPU-hours of one run (one seed) and where the estimate comes from; the
+    # results table lists its cells with that estimate until they are measured (workflows/results_table.py).
+    gpu_hours: float | None = None
+    gpu_hours_source: str = ""
 
     def cells(self, paper: str, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> list[Cell]:
         out = []
@@ -315,6 +320,13 @@ def _experiment(e: Any, where: str, base: Path = PAPERS_DIR) -> Experiment:
             cell.config()
         except ConfigError as err:
             _fail(f"{where}: arm {cell.arm}" + (f" at {sweep_key}={cell.sweep_json}" if sweep_key else ""), str(err))
+    gpu_hours = e.get("gpu_hours")
+    if gpu_hours is not None and (isinstance(gpu_hours, bool) or not isinstance(gpu_hours, (int, float)) or gpu_hours <= 0):
+        _fail(where, f"gpu_hours: {gpu_hours!r} must be a number > 0 (estimated GPU-hours of one run)")
+    if gpu_hours is not None and not str(e.get("gpu_hours_source") or "").strip():
+        _fail(where, "gpu_hours: give gpu_hours_source (how the estimate was made)")
+    exp = Experiment(**{**exp.__dict__, "gpu_hours": None if gpu_hours is None else float(gpu_hours),
+                        "gpu_hours_source": " ".join(str(e.get("gpu_hours_source") or "").split())})
     defaults = {k: e[k] for k in ("published_source", "verified_against_paper", "tolerance_source") if k in e}
     published = tuple(_published(c, f"{where}: published cell {i + 1}", exp, defaults)
                       for i, c in enumerate(e.get("published") or []))

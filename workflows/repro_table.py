@@ -39,6 +39,9 @@ class RunRecord:
     history: dict[str, list[float]] = field(default_factory=dict)    # metric -> values of epochs 1..E
     curve: dict[int, dict[str, float]] = field(default_factory=dict)  # percent -> {"test_acc": ..., ...}
     run_id: str = ""
+    commit: str = ""                   # the driver's git commit (with "+dirty" for uncommitted changes)
+    hardware: str = ""                 # where the trial ran (workflows/hardware.py, summarised)
+    wall_s: float | None = None        # the run's wall time (MLflow start to end), seconds
 
 
 def _value(r: RunRecord, metric: str, statistic: str, percent: int | None) -> float | None:

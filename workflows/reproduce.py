@@ -29,6 +29,7 @@ from . import tracking
 from .budgets import label
 from .protocol import Cell, Experiment, Paper, ProtocolError, load_paper
 from .repro_table import RunRecord, render_table, reproduction_table
+from .results_table import experiment_rows, parse_csv, render_markdown, to_csv
 from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, quiet,
                      under_parent)
 from .trial import MlflowTrialCallback
@@ -45,6 +46,7 @@ class ReproduceSettings(RunnerSettings):
     seeds: int = 0                   # 0: the protocol's
     quick: bool = False
     output: str = ""                 # default: reproductions/<paper>
+    command: str = ""                # the command line, for the results table (default: this process's argv)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ def read_records(uri: str, paper: str, exp: Experiment, parent: str, planned: se
             continue
         rec = RunRecord(experiment=t["cell.experiment"], dataset=t["dataset"], sweep=t["cell.sweep"], arm=t["cell.arm"],
                         method=t["method"], seed=int(t["cell.seed"]), setting_hash=t["cell.setting_hash"],
-                        metrics=dict(r.data.metrics), run_id=r.info.run_id)
+                        metrics=dict(r.data.metrics), run_id=r.info.run_id, commit=_commit(t), hardware=_hardware(t),
+                        wall_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else None)
         for m in histories:
             rec.history[m] = [x.value for x in sorted(c.get_metric_history(r.info.run_id, m), key=lambda x: x.step)]
         if curves:
@@ -241,6 +244,18 @@ def read_records(uri: str, paper: str, exp: Experiment, parent: str, planned: se
                     rec.curve.setdefault(int(x.step), {})[split] = x.value
         records[t[TAG_CELL]] = rec
     return list(records.values())
+
+
+def _commit(tags: dict[str, str]) -> str:
+    commit = tags.get("git.commit", "unknown")[:10]
+    return commit + ("+dirty" if tags.get("git.dirty") == "true" else "")
+
+
+def _hardware(tags: dict[str, str]) -> str:
+    """The trial's machine in a few words (trial.* tags of workflows/trainable.py; the driver's where absent)."""
+    get = lambda k: tags.get(f"trial.{k}", tags.get(f"driver.{k}", "?"))   # noqa: E731
+    gpus = get("gpus")
+    return (gpus if gpus not in ("none", "?") else "CPU") + f", {get('cpu_count')} cores, {get('torch_threads')} thread(s)"
 
 
 def title(p: Paper, exp: Experiment, s: ReproduceSettings) -> str:
@@ -314,7 +329,38 @@ def reproduce(s: ReproduceSettings, p: Plan | None = None, echo: bool = True) ->
         write_outputs(p, exp, s, result)
         result["seconds"] = time.perf_counter() - start
         out.append(result)
+    write_paper_results(p, s)
     return out
+
+
+def paper_folder(p: Plan, s: ReproduceSettings) -> Path:
+    return Path(s.output or Path("reproductions") / p.paper.id)
+
+
+def write_paper_results(p: Plan, s: ReproduceSettings) -> dict[str, Path]:
+    """The paper's results table (workflows/results_table.py) over EVERY experiment of the protocol, not only the
+    ones this command ran: an experiment without a parent run yet has rows with n = 0 (or its GPU estimate)."""
+    c = tracking.client(s.uri)
+    exp_id = tracking.get_or_create_experiment(c, experiment_name(p.paper.id))
+    rows = []
+    for exp in p.paper.experiments:
+        cells = cells_of(exp, p.paper.id, s)
+        parent = tracking.find_run(c, exp_id, {tracking.TAG_STUDY: study_name(p.paper.id, exp.name, s),
+                                               tracking.TAG_KIND: "parent"})
+        records = read_records(s.uri, p.paper.id, exp, parent.info.run_id, {cell_key(x) for x in cells}) if parent else []
+        rows += experiment_rows(exp, records, min(s.seeds or exp.seeds, QUICK_SEEDS) if s.quick else s.seeds or exp.seeds)
+    head = p.paper.title + (f" (arXiv {p.paper.arxiv})" if p.paper.arxiv else "") + ": published vs measured"
+    if s.quick:
+        head += f" [QUICK: {QUICK_EPOCHS} epochs, at most {QUICK_SAMPLES} samples; not comparable]"
+    settings = (f"{s.max_concurrent or 'as many as fit'} trial(s) at once, {s.cpus_per_trial:g} CPU and "
+                f"{s.gpus_per_trial:g} GPU per trial")
+    text = to_csv(rows, {"title": head, "command": s.command or tracking.env_tags()["command"], "settings": settings})
+    folder = paper_folder(p, s)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "table-quick" if s.quick else "table"
+    (folder / f"{name}.csv").write_text(text)
+    (folder / f"{name}.md").write_text(render_markdown(*parse_csv(text)))
+    return {f"{name}.csv": folder / f"{name}.csv", f"{name}.md": folder / f"{name}.md"}
 
 
 def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: ReproduceSettings,
@@ -327,6 +373,7 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
             for r in results if r.get("best_config")}
     if not arms:
         raise ProtocolError("final stage: no finished trial to take a best configuration from")
+    init_ray()   # a no-op after a search; called alone, it must not join a stale `ray start` cluster (runner.init_ray)
     epochs = max(int(a.get("train.epochs", 1)) for a in arms.values())
     exp = Experiment(name="best_configs", description=f"best configuration of each method's search on {dataset_label(dataset)}, "
                      f"re-run over {seeds} seeds", datasets=(dataset,), epochs=epochs, seeds=seeds, metric="test_acc",
