@@ -21,7 +21,7 @@ from sparsebench.methods.data import dataset_label
 from . import budgets as budgeting
 from . import tracking
 from .plots import comparison_figures
-from .tables import TableError, best_table, budget_table, render, runs_frame
+from .tables import TableError, best_table, budget_table, experiments, render, runs_frame
 
 KIND = "comparison"
 RECORD = "comparison.json"
@@ -161,16 +161,8 @@ def latest_records(uri: str, experiment: str | None) -> list[tuple[str, str, dic
     """(experiment, comparison run id, record) of the newest comparison run of `experiment` (of every experiment
     when None) whose record was written; TableError when there is none."""
     c = tracking.client(uri)
-    if experiment:
-        exp = c.get_experiment_by_name(experiment)
-        if exp is None:
-            names = sorted(e.name for e in c.search_experiments())
-            raise TableError(f"unknown experiment {experiment!r}; available: {', '.join(names) or 'none'}")
-        exps = [exp]
-    else:
-        exps = [e for e in c.search_experiments() if e.name != "Default"]
     out = []
-    for exp in exps:
+    for exp in experiments(c, experiment):
         for r in c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KIND}` = '{KIND}'",
                                order_by=["attributes.start_time DESC"], max_results=100):
             try:

@@ -21,17 +21,22 @@ TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "para
 FORMATS = ("markdown", "csv", "latex", "html")
 
 
-def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids: list[str] | None = None) -> pd.DataFrame:
-    """One row per trial run of `experiment` (all experiments when None), optionally of some parent runs only."""
-    c = tracking.client(tracking_uri)
+def experiments(c, experiment: str | None) -> list:
+    """The MLflow experiment named `experiment`, or every experiment but MLflow's empty 'Default' when None;
+    TableError naming the experiments there are when the name is unknown."""
     if experiment:
         exp = c.get_experiment_by_name(experiment)
         if exp is None:
             names = sorted(e.name for e in c.search_experiments())
             raise TableError(f"unknown experiment {experiment!r}; available: {', '.join(names) or 'none'}")
-        exps = [exp]
-    else:
-        exps = [e for e in c.search_experiments() if e.name != "Default"]
+        return [exp]
+    return [e for e in c.search_experiments() if e.name != "Default"]
+
+
+def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids: list[str] | None = None) -> pd.DataFrame:
+    """One row per trial run of `experiment` (all experiments when None), optionally of some parent runs only."""
+    c = tracking.client(tracking_uri)
+    exps = experiments(c, experiment)
     trial = f"tags.`{tracking.TAG_KIND}` = 'trial'"
     # Filtered by parent in the query: an experiment keeps every earlier search's runs too.
     filters = ([f"{trial} and tags.`{tracking.PARENT_TAG}` = '{p}'" for p in parent_run_ids]
