@@ -3,7 +3,7 @@ fractional `--gpus-per-trial`, as aggregate trials per hour and the concurrency 
 
 Each study is the real `sparsebench search` (workflows/search.py: local Ray, Optuna, ASHA with a grace period equal
 to the epochs so that no trial stops early, MLflow on SQLite in a temporary folder) on a fixed dense MLP
-(orchestration.py's `fixed` and `space_file`); only the resource request differs. Ray admits as many trials at once
+(orchestration.py's `dense_study`); only the resource request differs. Ray admits as many trials at once
 as the fractions fit on the GPUs (and CPUs: one per trial by default), so `--fractions 1,0.125` on one GPU runs one
 trial at a time, then eight. What is measured, from the MLflow runs the studies wrote:
 - trials per hour = trials / wall time of `search()` x 3600, and its ratio to the first fraction's;
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # orchestration.py beside this file
-from orchestration import fixed, space_file  # noqa: E402
+from orchestration import dense_study  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     import torch
 
     from sparsebench.workflows.runner import init_ray
-    from sparsebench.workflows.search import SearchSettings, search
+    from sparsebench.workflows.search import search
 
     if args.resource == "gpu" and not torch.cuda.is_available():
         print("gpu_packing: error: --resource gpu needs a CUDA device; none is visible (use --resource cpu for the "
@@ -88,11 +88,8 @@ def main(argv=None) -> int:
         for f in fractions:
             gpus, cpus = (f, args.cpus_per_trial) if args.resource == "gpu" else (0.0, f)
             name = f"{args.resource}{f:g}"
-            s = SearchSettings(methods=("dense",), dataset=args.dataset, num_samples=args.trials, epochs=args.epochs,
-                               tracking_uri=uri, storage=str(folder / f"results-{name}"),
-                               search_space=str(space_file(args, folder)), grace_period=args.epochs,
-                               cpus_per_trial=cpus, gpus_per_trial=gpus,
-                               experiment=f"bench/gpu-packing-{int(time.time())}-{name}")
+            s = dense_study(args, folder, uri, name, "gpu-packing", args.epochs,
+                            cpus_per_trial=cpus, gpus_per_trial=gpus)
             start = time.perf_counter()
             search(s, echo=False)
             wall = time.perf_counter() - start

@@ -87,6 +87,17 @@ def space_file(args, folder: Path) -> Path:
     return path
 
 
+def dense_study(args, folder: Path, uri: str, name: str, bench: str, epochs: int, **settings):
+    """The SearchSettings of one benchmark study: `args.trials` dense trials of `epochs` epochs over the fixed
+    space of space_file (only the learning rate varies), no early stopping, its own experiment and storage."""
+    from sparsebench.workflows.search import SearchSettings
+
+    return SearchSettings(methods=("dense",), dataset=args.dataset, num_samples=args.trials, epochs=epochs,
+                          tracking_uri=uri, storage=str(folder / f"results-{name}"),
+                          search_space=str(space_file(args, folder)), grace_period=epochs,
+                          experiment=f"bench/{bench}-{int(time.time())}-{name}", **settings)
+
+
 def analyse(uri: str, experiment: str, wall: float, cores: int, t0_ms: int, t1_ms: int) -> dict:
     from mlflow.tracking import MlflowClient
 
@@ -141,7 +152,6 @@ def report(r: dict, cores: int) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     from sparsebench.workflows.runner import init_ray
-    from sparsebench.workflows.search import SearchSettings
 
     import sparsebench.workflows.trial as trial
 
@@ -165,10 +175,7 @@ def main(argv=None) -> None:
             os.environ["TUNE_RESULT_BUFFER_MIN_TIME_S"] = str(buffer)
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0" if tbx else "1"
             trial.LINGER_SECONDS = linger
-            s = SearchSettings(methods=("dense",), dataset=args.dataset, num_samples=args.trials, epochs=epochs,
-                               tracking_uri=uri, storage=str(folder / f"results-{name}"),
-                               search_space=str(space_file(args, folder)), grace_period=epochs,
-                               experiment=f"bench/orchestration-{int(time.time())}-{name}", checkpoint_seconds=cadence)
+            s = dense_study(args, folder, uri, name, "orchestration", epochs, checkpoint_seconds=cadence)
             print(f"{name}: checkpoint every {cadence:g} s, results buffered {buffer:g} s, MLflow writes batched "
                   f"{linger:g} s, TensorBoard logger {'on' if tbx else 'off'}:", flush=True)
             results[name] = study(s, args.cores)
