@@ -373,7 +373,6 @@ def final_stage(results: list[dict[str, Any]], dataset: str, seeds: int, s: Repr
             for r in results if r.get("best_config")}
     if not arms:
         raise ProtocolError("final stage: no finished trial to take a best configuration from")
-    init_ray()   # a no-op after a search; called alone, it must not join a stale `ray start` cluster (runner.init_ray)
     epochs = max(int(a.get("train.epochs", 1)) for a in arms.values())
     exp = Experiment(name="best_configs", description=f"best configuration of each method's search on {dataset_label(dataset)}, "
                      f"re-run over {seeds} seeds", datasets=(dataset,), epochs=epochs, seeds=seeds, metric="test_acc",
