@@ -27,7 +27,7 @@ BAD = [
     (DENSE + ["--budgets", "2k,2000"], "budget 2000 is given twice"),
     # digits: the output layer alone is 64 x 10 weights + 10 biases
     (DENSE + ["--budgets", "600"], "budget 600 params_trainable is below the output layer alone on digits (64 inputs x 10 classes = 650)"),
-    (DENSE + ["--budgets", "2k", "--budget-metric", "flops"], "argument --budget-metric: invalid choice: 'flops' (choose from 'params_trainable', 'weights_nonzero')"),
+    (DENSE + ["--budgets", "2k", "--budget-metric", "flops"], "argument --budget-metric: invalid choice: 'flops' (choose from 'params_trainable', 'weights_nonzero', 'flops_inference')"),
 ]
 
 

@@ -66,7 +66,7 @@ def test_plan_sizes_every_cell_to_its_budget_in_closed_form(tmp_path, in_tmp_cwd
     ("budgets: [2k, 8000]", "budgets: [2k, 2000]", "budgets: budget 2000 is given twice"),
     ("budgets: [2k, 8000]", "budgets: ['2k,8k']", "budgets: '2k,8k' is more than one budget"),
     ("budgets: [2k, 8000]", "budgets: [true]", "budgets: budget True: must be a finite number > 0"),
-    ("budget_metric: params_trainable", "budget_metric: flops", "budget_metric: unknown 'flops'; allowed: params_trainable, weights_nonzero"),
+    ("budget_metric: params_trainable", "budget_metric: flops", "budget_metric: unknown 'flops'; allowed: params_trainable, weights_nonzero, flops_inference"),
     ("    budgets: [2k, 8000]\n", "", "budget_metric: give budgets with it"),
     ("    budgets: [2k, 8000]\n", "    budgets: [2k]\n    sweep: {model.hidden: [[8]]}\n", "budgets: give either a sweep or budgets"),
     ("    budgets: [2k, 8000]\n    budget_metric: params_trainable\n", "    sweep: {budget: [2000]}\n",

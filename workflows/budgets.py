@@ -56,8 +56,11 @@ def check_budgets(budgets) -> tuple[float, ...]:
 
 def output_layer_size(info: DataInfo, metric: str) -> int:
     """The output layer alone, as a linear classifier of the inputs (weights, plus its biases for
-    params_trainable): the floor below which a budget is refused (issue 16, "Bad input")."""
+    params_trainable, 2 FLOPs a weight for flops_inference): the floor below which a budget is refused (issue 16,
+    "Bad input")."""
     weights = info.in_features * info.num_classes
+    if metric == "flops_inference":
+        return 2 * weights
     return weights if metric == "weights_nonzero" else weights + info.num_classes
 
 

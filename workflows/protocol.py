@@ -10,7 +10,7 @@ first problem as one line naming the file, the experiment and the key. Schema:
         dataset: NAME | datasets: [NAME, ...]      (or a file path, relative to the protocol file)
         epochs: N    seeds: N    metric: test_acc | val_acc | neuron_sparsity | ...    report: [...]
         sweep: {flat.key: [v1, v2, ...]}      (optional; one key; every arm runs at every value)
-        budgets: [2k, 8000, ...]  budget_metric: params_trainable | weights_nonzero   (optional, instead of a
+        budgets: [2k, 8000, ...]  budget_metric: params_trainable | weights_nonzero | flops_inference   (optional, instead of a
                                               sweep: every arm sized to every budget, workflows/budgets.py)
         gpu_hours: H   gpu_hours_source: ...  (optional: a GPU experiment, estimated GPU-hours of one run)
         data: {data.*: ...}  common: {...}    (flat keys every arm gets)

@@ -3,7 +3,8 @@
 `Method.size_to_budget(cfg, info, budget, metric)` returns the config whose network *at the end of training*
 (the one a user would deploy: after SET's pruning rounds, after the spectral filter's node removal) has `budget`
 scalars by `metric`, computed from formulas of the layer shapes only: no network is built. The formulas count
-exactly what `methods/core/metrics.py` measures (`params_trainable`, `weights_nonzero`); where a method's final
+exactly what `methods/core/metrics.py` measures (`params_trainable`, `weights_nonzero`, and `flops_inference`,
+which for the MLPs that budgets size is 2 x weights_nonzero); where a method's final
 size depends on random draws (Erdos-Renyi masks) the formula gives the expected count, and the trial's
 measured size decides whether it was feasible (`within_budget`).
 
@@ -16,7 +17,10 @@ from typing import Callable, Sequence
 
 from .config import ConfigError
 
-BUDGET_METRICS = ("params_trainable", "weights_nonzero")
+BUDGET_METRICS = ("params_trainable", "weights_nonzero", "flops_inference")
+# What a FLOP budget is in weight nonzeros: an MLP's inference costs 2 FLOPs per nonzero weight (a multiply and an
+# add; methods/core/metrics.py, flops_inference), so it is sized as a weights_nonzero budget of half the FLOPs.
+FLOPS_PER_NONZERO = {"flops_inference": 2}
 # A trial whose measured size is more than 5% off its budget is infeasible (issue 16: "more than 5% off").
 TOLERANCE = 0.05
 MAX_WIDTH = 1 << 20   # upper end of the width search: far beyond any MLP a budget run trains
@@ -30,6 +34,12 @@ def check_metric(metric: str) -> str:
     if metric not in BUDGET_METRICS:
         raise BudgetError(f"unknown budget metric {metric!r}; allowed: {', '.join(BUDGET_METRICS)}")
     return metric
+
+
+def counted_as(metric: str, budget: float) -> tuple[str, float]:
+    """The scalar count a method's formulas size (params_trainable | weights_nonzero) and the budget in it."""
+    per = FLOPS_PER_NONZERO.get(metric)
+    return ("weights_nonzero", budget / per) if per else (metric, budget)
 
 
 def within_budget(size: float, budget: float, tolerance: float = TOLERANCE) -> bool:

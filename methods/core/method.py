@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .budget import BudgetError, check_metric, check_reached
+from .budget import FLOPS_PER_NONZERO, BudgetError, check_metric, check_reached, counted_as
 from .config import ModelConfig, RunConfig
 from ..data import DataInfo
 from ..nn.decorrelation import decorrelate_model_
@@ -102,14 +102,22 @@ class Method:
     @classmethod
     def size_to_budget(cls, cfg: RunConfig, info: DataInfo, budget: float, metric: str = "params_trainable") -> RunConfig:
         """`cfg` with the knobs of this method set so that the network at the end of training has `budget`
-        scalars by `metric` (params_trainable | weights_nonzero), in closed form: no network is built. The other
+        scalars by `metric` (params_trainable | weights_nonzero | flops_inference), in closed form: no network is built. The other
         keys of `cfg` are kept. BudgetError when the budget is out of this method's reach."""
         check_metric(metric)
         if not (isinstance(budget, (int, float)) and budget > 0 and budget == budget and budget != float("inf")):
             raise BudgetError(f"budget {budget!r}: must be a finite number > 0")
-        sized = cls.fit_budget(cfg, info, float(budget), metric)
-        check_reached(cls.deployed_size(sized, info, metric), budget, cls.name, metric)
+        counted, scalars = counted_as(metric, float(budget))   # a FLOP budget is a weight-nonzero one (budget.py)
+        sized = cls.fit_budget(cfg, info, scalars, counted)
+        check_reached(cls.deployed(sized, info, metric), budget, cls.name, metric)
         return sized
+
+    @classmethod
+    def deployed(cls, cfg: RunConfig, info: DataInfo, metric: str) -> float:
+        """`deployed_size` for every budget metric: flops_inference from the weight nonzeros (budget.py)."""
+        check_metric(metric)
+        per = FLOPS_PER_NONZERO.get(metric)
+        return per * cls.deployed_size(cfg, info, "weights_nonzero") if per else cls.deployed_size(cfg, info, metric)
 
     @classmethod
     def fit_budget(cls, cfg: RunConfig, info: DataInfo, budget: float, metric: str) -> RunConfig:
@@ -118,6 +126,7 @@ class Method:
 
     @classmethod
     def deployed_size(cls, cfg: RunConfig, info: DataInfo, metric: str) -> float:
-        """Closed-form `metric` of the network `cfg` deploys at the end of training (expected value where masks
-        are random draws), counted as methods/core/metrics.py measures it."""
+        """Closed-form `metric` (params_trainable | weights_nonzero; `deployed` adds the FLOPs) of the network `cfg`
+        deploys at the end of training (expected value where masks are random draws), counted as
+        methods/core/metrics.py measures it."""
         raise BudgetError(f"method {cls.name!r} has no closed-form size (it defines no Method.deployed_size)")

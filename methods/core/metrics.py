@@ -14,6 +14,18 @@ Definitions
   conventions (arXiv 1906.11626 is known only from its abstract: its convention is unknown). In a
   residual network a unit is a channel of a group that several layers write (summed) and read: it is active
   when any writer has an incoming and any reader an outgoing nonzero weight (`unit_groups`).
+- flops_inference: floating-point operations of one example's forward pass through the weight layers: 2 per
+  nonzero effective weight and application (a multiply and an add: a dot product of k nonzero terms plus its
+  bias is k multiplies and k adds), times a convolution's output positions. Counted from the nonzeros as
+  rigl's tables count them ("sum of multiply and add operations" of the sparse layers: google-research/rigl
+  rigl/sparse_utils.py `get_stats`; arXiv 1911.11134, Appendix H), whatever the storage computes, so a masked
+  layer counts what it would cost computed sparsely. Activations, normalisation, pooling, regularisers and the
+  optimizer are not counted. For an MLP it is exactly 2 x weights_nonzero.
+- flops_train: per training example, 3 x the inference FLOPs (the forward pass, then the backward pass's
+  gradients with respect to the activations and to the weights, each as costly as the forward: arXiv 1911.11134,
+  Appendix H, "3 f_S" for a static or SET-style sparse network), averaged over the epochs trained so far; an
+  epoch's network is the mean of its FLOPs at the epoch's start and end, so a method that starts dense and
+  prunes pays for its dense epochs. `flops_train_epoch` is that epoch's own value.
 - hoyer: Hoyer (2004) sparsity of each output unit's effective weight vector, H(w) = (sqrt(d) -
   |w|_1/|w|_2) / (sqrt(d) - 1), averaged over the units of a layer, then over layers weighted by their
   number of weights (as `Hoyer_layer_sparsity` / `Hoyer_net_sparsity` in WilliamLiPro/LpSS
@@ -52,7 +64,10 @@ from ..nn.node_pruning import node_scores, removal_masks, remove_nodes_
 # reports them.
 EPOCH_KEYS = ("epoch", "seconds", "train_loss", "train_acc", "val_acc", "test_acc", "params_trainable", "params_dense",
               "weights_nonzero", "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer",
-              "act_corr", "weight_cos", "weight_pearson", "dead_units")
+              "act_corr", "weight_cos", "weight_pearson", "dead_units", "flops_inference", "flops_train",
+              "flops_train_epoch")
+# arXiv 1911.11134, Appendix H: a training step costs the forward pass and a backward pass of twice its FLOPs.
+TRAIN_FLOPS_FACTOR = 3
 
 EVAL_BATCH = 1024   # samples of the validation split on which activation diversity is measured
 
@@ -126,11 +141,47 @@ def params_trainable(model: nn.Module, optimizer: torch.optim.Optimizer | None =
     return total
 
 
+def layer_nonzero(layer: WeightLayer) -> torch.Tensor:
+    """Nonzero entries of one layer's effective weight, as a device tensor (a truly sparse layer: of its values)."""
+    if hasattr(layer, "coordinates"):
+        return torch.count_nonzero(layer.coordinates()[2])
+    return torch.count_nonzero(layer.effective_weight().detach())
+
+
 @torch.no_grad()
 def weights_nonzero(model: nn.Module) -> torch.Tensor:
     """Nonzero entries of every layer's effective weight, as a device tensor (no host sync)."""
-    return sum(layer_stats(l)["nnz"] if hasattr(l, "coordinates") else torch.count_nonzero(l.effective_weight().detach())
-               for l in weight_layers(model))
+    return sum(layer_nonzero(l) for l in weight_layers(model))
+
+
+def flop_positions(model: nn.Module, probe: torch.Tensor | None = None) -> list[int] | None:
+    """Applications per example of every weight layer's weight (1 for a linear layer, the output positions of a
+    convolution), or None while a convolution has not run; with `probe` (a batch of inputs) one forward pass in
+    eval mode and without gradients records them (no state changes: no BatchNorm update, no dropout draw)."""
+    layers = weight_layers(model)
+    positions = [l.flop_positions() for l in layers]
+    if None in positions and probe is not None:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(probe[:1])
+        model.train(was_training)
+        positions = [l.flop_positions() for l in layers]
+    return None if None in positions else positions
+
+
+@torch.no_grad()
+def inference_flops(model: nn.Module, probe: torch.Tensor | None = None) -> float:
+    """flops_inference of the network as it is now (module docstring); ValueError when a convolution's output
+    size is unknown (it has not run and no `probe` was given)."""
+    positions = flop_positions(model, probe)
+    if positions is None:
+        raise ValueError("flops: a convolution has not run a forward pass yet; give a probe batch")
+    nnz = [layer_nonzero(l) for l in weight_layers(model)]
+    if not nnz:
+        return 0.0
+    counts = torch.stack([n.double() for n in nnz]).cpu().tolist()   # one transfer
+    return float(sum(2 * n * p for n, p in zip(counts, positions)))
 
 
 def unit_groups(model: nn.Module, n_layers: int) -> list[tuple[list[int], list[int]]]:
@@ -141,8 +192,10 @@ def unit_groups(model: nn.Module, n_layers: int) -> list[tuple[list[int], list[i
     return [([i], [i + 1]) for i in range(n_layers - 1)]
 
 
-def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-    """Parameter, sparsity, neuron and Hoyer metrics (network-level and per layer `layer<k>/...`)."""
+def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+              probe: torch.Tensor | None = None) -> dict[str, float]:
+    """Parameter, sparsity, neuron, Hoyer and inference-FLOP metrics (network-level and per layer `layer<k>/...`).
+    flops_inference is left out only for a network with a convolution that has not run (and no `probe`)."""
     layers = weight_layers(model)
     stats = [layer_stats(l) for l in layers]
     out: dict[str, float] = {}
@@ -159,6 +212,11 @@ def structure(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
         out[f"layer{i}/weights_nonzero"] = int(n)
         out[f"layer{i}/weight_sparsity"] = 1.0 - n / size
         out[f"layer{i}/hoyer"] = h
+    positions = flop_positions(model, probe)
+    if positions is not None:
+        for i, (n, p) in enumerate(zip(nnz_h, positions)):
+            out[f"layer{i}/flops"] = 2.0 * n * p
+        out["flops_inference"] = float(sum(2 * n * p for n, p in zip(nnz_h, positions)))
 
     # Hidden units, in groups written by `producers` and read by `consumers` (`unit_groups`): a unit is active when
     # some producer has a nonzero incoming weight for it and some consumer a nonzero outgoing one. The group is

@@ -179,6 +179,8 @@ class Trainer:
     def run_epoch(self) -> dict[str, float]:
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with (per-step: its first step's)
+        # The network this epoch starts with (after the last epoch's topology change): half of its FLOP count.
+        flops_start = metrics.inference_flops(self.model, metrics.eval_batch(self.data.x_val))
         loss, acc = self.train_epoch()
         if not self.per_step_schedule:
             self.scheduler.step()
@@ -187,6 +189,11 @@ class Trainer:
         # SET code tests before weightsEvolution); the checkpoint taken after this holds the changed topology.
         m = self._measure(loss, acc)
         m["lr"] = lr
+        # metrics.py, flops_train: 3 x the mean of the epoch's start and end networks, averaged over epochs. From
+        # the history, so a resumed run continues the same mean.
+        m["flops_train_epoch"] = metrics.TRAIN_FLOPS_FACTOR * (flops_start + m["flops_inference"]) / 2
+        per_epoch = [h["flops_train_epoch"] for h in self.history if "flops_train_epoch" in h] + [m["flops_train_epoch"]]
+        m["flops_train"] = sum(per_epoch) / len(per_epoch)
         m.update(self.method.epoch_metrics())
         if self.epoch == self.cfg.train.epochs and self.cfg.train.prune_curve:
             # Of the network as trained and measured (before after_epoch changes it); not training time.
@@ -222,7 +229,7 @@ class Trainer:
         test = metrics.accuracy(self.model, d.x_test, d.y_test)
         loss_h, acc_h, val_h, test_h = torch.stack([train_loss.double(), train_acc, val, test]).cpu().tolist()
         return {"epoch": self.epoch, "train_loss": loss_h, "train_acc": acc_h, "val_acc": val_h, "test_acc": test_h,
-                **metrics.structure(self.model, self.optimizer),
+                **metrics.structure(self.model, self.optimizer, probe=metrics.eval_batch(d.x_val)),
                 **metrics.diversity(self.model, metrics.eval_batch(d.x_val))}
 
     def pruning_curve(self) -> dict[str, list]:

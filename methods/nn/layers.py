@@ -36,6 +36,11 @@ class WeightLayer(nn.Module):
         """Scalars of this layer's own parameters that the optimizer updates (`updated(p)`: p is in it)."""
         return sum(p.numel() for p in self.parameters(recurse=False) if updated(p))
 
+    def flop_positions(self) -> int | None:
+        """How many times per example the weight is applied: 1 for a linear layer; a convolution overrides it with
+        its output's spatial size, known once it has run (None before). methods/core/metrics.py `flops`."""
+        return 1
+
 
 class DenseLinear(nn.Linear, WeightLayer):
     """nn.Linear with the WeightLayer interface: the effective weight is the weight itself."""

@@ -74,6 +74,16 @@ class DenseConv2d(nn.Conv2d, WeightLayer):
     def effective_weight(self) -> torch.Tensor:
         return self.weight
 
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        # Every conv forward of this class and its subclasses (SemiMaskedConv2d) passes here: it records the
+        # output's spatial size (shape only, no device sync), which the FLOP count needs (flop_positions).
+        out = super()._conv_forward(x, weight, bias)
+        self._positions = out.shape[-2] * out.shape[-1]
+        return out
+
+    def flop_positions(self) -> int | None:
+        return getattr(self, "_positions", None)
+
 
 def dense_factory(kind: str, in_channels: int, out_channels: int, kernel_size: int, stride: int,
                   index: int) -> WeightLayer:
