@@ -52,3 +52,14 @@ def test_best_table_groups_by_budget_and_never_chooses_an_infeasible_trial():
     assert table["budget"].tolist() == [2000, 8000]
     assert table["config_hash"].tolist() == ["ha", "hd"]     # hb has the best val_acc but missed its budget by 15%
     assert table["trials"].tolist() == [2, 2] and table["infeasible"].tolist() == [1, 0]
+
+
+def test_the_table_shows_each_cells_mean_flops_and_none_where_runs_have_none():
+    runs = frame({("dense", 2000): [0.90, 0.91], ("set", 2000): [0.80, 0.81]})
+    runs["flops_inference"] = [3600.0, 3602.0, 3000.0, 3001.0]
+    runs["flops_train"] = [10800.0, 10806.0, 9500.0, 9502.0]
+    df = budget_table(runs).set_index("method")
+    assert df.loc["dense", "flops_inference"] == 3601 and df.loc["dense", "flops_train"] == 10803
+    assert df.loc["set", "flops_inference"] == 3000     # 3000.5 rounds half to even
+    old = budget_table(frame({("dense", 2000): [0.90, 0.91]}))     # runs logged before FLOPs were measured
+    assert old["flops_inference"].isna().all() and "flops_train" in old

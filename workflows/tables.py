@@ -12,12 +12,13 @@ import pandas as pd
 from . import tracking
 from .errors import TableError
 
+FLOP_COLUMNS = ("flops_inference", "flops_train")   # per example (methods/core/metrics.py, module docstring)
 RUN_COLUMNS = ["experiment", "method", "dataset", "stage", "status", "run_id", "parent_run_id", "config_hash",
                "val_acc", "test_acc", "train_acc", "params_trainable", "params_dense", "weights_nonzero",
-               "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "act_corr", "weight_cos", "dead_units",
+               "flops_inference", "flops_train", "weight_sparsity", "neurons_active", "neuron_sparsity", "hoyer", "act_corr", "weight_cos", "dead_units",
                "epochs", "seconds", "diverged", "budget", "budget_metric", "budget_feasible"]
 TABLE_COLUMNS = ["experiment", "method", "dataset", "test_acc", "val_acc", "params_trainable", "weights_nonzero",
-                 "weight_sparsity", "neurons_active", "neuron_sparsity", "act_corr", "epochs", "trials", "config_hash"]
+                 "flops_inference", "flops_train", "weight_sparsity", "neurons_active", "neuron_sparsity", "act_corr", "epochs", "trials", "config_hash"]
 FORMATS = ("markdown", "csv", "latex", "html")
 
 
@@ -52,6 +53,7 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, parent_run_ids:
                 "config_hash": t.get("config_hash"), "val_acc": m.get("val_acc"), "test_acc": m.get("test_acc"),
                 "train_acc": m.get("train_acc"), "params_trainable": m.get("params_trainable"),
                 "params_dense": m.get("params_dense"), "weights_nonzero": m.get("weights_nonzero"),
+                "flops_inference": m.get("flops_inference"), "flops_train": m.get("flops_train"),
                 "weight_sparsity": m.get("weight_sparsity"), "neurons_active": m.get("neurons_active"),
                 "neuron_sparsity": m.get("neuron_sparsity"),
                 "hoyer": m.get("hoyer"), "act_corr": m.get("act_corr"), "weight_cos": m.get("weight_cos"),
@@ -67,6 +69,7 @@ def best_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (experiment, method, dataset): the FINISHED trial with the best val_acc (ASHA-stopped trials count:
     they finished, at fewer epochs), and the number of trials. Killed, failed or diverged runs are never chosen."""
     budgeted = "budget" in runs and runs["budget"].notna().any()
+    runs = runs.assign(**{c: None for c in FLOP_COLUMNS if c not in runs})   # a frame from before FLOPs
     columns = TABLE_COLUMNS if not budgeted else [*TABLE_COLUMNS[:3], "budget", *TABLE_COLUMNS[3:], "infeasible"]
     done = runs[runs["val_acc"].notna() & (runs["status"] == "FINISHED") & ~runs["diverged"].astype(bool)]
     keys = ["experiment", "method", "dataset"]
@@ -85,6 +88,8 @@ def best_table(runs: pd.DataFrame) -> pd.DataFrame:
     best = ordered.groupby(keys, as_index=False).head(1).set_index(keys).join(counts).reset_index()
     for col in ("params_trainable", "weights_nonzero", "neurons_active", "epochs", "trials"):
         best[col] = best[col].astype("Int64")
+    for col in FLOP_COLUMNS:   # runs logged before FLOPs were measured have none: n/a, never 0
+        best[col] = pd.to_numeric(best[col]).round().astype("Int64")
     if budgeted and (best["budget"] % 1 == 0).all():
         best["budget"] = best["budget"].astype("Int64")
     return best[columns].sort_values(keys).reset_index(drop=True)
@@ -108,7 +113,7 @@ def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
 
 # ---- method x budget table (issue 16) ----
 BUDGET_TABLE_COLUMNS = ["dataset", "budget", "method", "test_acc", "n", "params_trainable", "weights_nonzero",
-                        "seconds", "verdict", "p_value"]
+                        *FLOP_COLUMNS, "seconds", "verdict", "p_value"]
 ALPHA = 0.05   # significance level of the winner's test
 
 
@@ -136,6 +141,7 @@ def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, st
         rows.append({"dataset": dataset, "budget": budget, "method": method, "acc": list(acc),
                      "mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0, "n": len(acc),
                      "params_trainable": g["params_trainable"].mean(), "weights_nonzero": g["weights_nonzero"].mean(),
+                     **{c: g[c].mean() if c in g else None for c in FLOP_COLUMNS},
                      "seconds": g["seconds"].mean(), "verdict": "", "p_value": None})
     by_budget: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -158,15 +164,15 @@ def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, st
     out = [{"dataset": r["dataset"], "budget": r["budget"], "method": r["method"],
             "test_acc": f"{r['mean']:.4f} ± {r['std']:.4f} ({r['n']})" if r["n"] else "n/a",
             "n": r["n"], "params_trainable": r["params_trainable"], "weights_nonzero": r["weights_nonzero"],
-            "seconds": r["seconds"], "verdict": r["verdict"], "p_value": r["p_value"]} for r in rows]
+            **{c: r[c] for c in FLOP_COLUMNS}, "seconds": r["seconds"], "verdict": r["verdict"], "p_value": r["p_value"]} for r in rows]
     out += [{"dataset": d, "budget": b, "method": m, "test_acc": "unreachable", "n": 0, "params_trainable": None,
-             "weights_nonzero": None, "seconds": None, "verdict": f"unreachable: {why}", "p_value": None}
+             "weights_nonzero": None, **dict.fromkeys(FLOP_COLUMNS), "seconds": None, "verdict": f"unreachable: {why}", "p_value": None}
             for d, m, b, why in unreachable]
     df = pd.DataFrame(out, columns=BUDGET_TABLE_COLUMNS)
     if df.empty:
         return df
-    for col in ("params_trainable", "weights_nonzero"):
-        df[col] = df[col].round().astype("Int64")
+    for col in ("params_trainable", "weights_nonzero", *FLOP_COLUMNS):
+        df[col] = pd.to_numeric(df[col]).round().astype("Int64")
     df["seconds"] = df["seconds"].round(1)
     if (df["budget"] % 1 == 0).all():
         df["budget"] = df["budget"].astype("Int64")
