@@ -89,3 +89,21 @@ def test_reproduce_refuses_a_budget_no_arm_can_reach_before_anything(tmp_path_fa
                                                                     message):
     path = write(tmp_path_factory.mktemp("protocol"), BUDGETS.replace("budgets: [2k, 8000]", f"budgets: {budgets}"))
     assert_refused(main(["reproduce", str(path)]), capsys.readouterr().err, message, in_tmp_cwd)
+
+
+def test_paper_b_compares_its_arms_at_equal_nonzero_weights(shared_datasets, monkeypatch, in_tmp_cwd):
+    """workflows/papers/set_neuron_pruning.yaml, equal_budget_scikit_feature: dense, set and set_neuron sized to the
+    same deployed nonzero weights on each scikit-feature set (closed form, within 5%)."""
+    from sparsebench.methods import load_dataset
+    monkeypatch.setenv("SPARSEBENCH_DATA", str(shared_datasets))
+    p = plan(ReproduceSettings(paper="set_neuron_pruning", experiments=("equal_budget_scikit_feature",)))
+    cells = p.cells["equal_budget_scikit_feature"]
+    assert {(c.arm, c.sweep) for c in cells} == {(a, b) for a in ("dense", "set", "set_neuron_target")
+                                                 for b in (40000.0, 160000.0)}
+    infos = {}
+    for c in cells:
+        cfg = c.config()
+        info = infos.setdefault(cfg.data.dataset, load_dataset(cfg.data, "cpu").info)
+        size = get_method(cfg.method).deployed_size(cfg, info, "weights_nonzero")
+        assert abs(size - c.sweep) <= 0.05 * c.sweep, (cfg.data.dataset, c.arm, c.sweep, size)
+    assert sorted(infos) == ["coil20", "isolet", "madelon"]

@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--objective", choices=("val_acc", "pareto"), default="val_acc",
                    help="val_acc: maximise it, ASHA stops poor trials; pareto: one multi-objective Optuna study per "
                         "method (and budget), val_acc up and --budget-metric down, no early stopping (docs/search.md)")
+    s.add_argument("--optuna-storage", default=None, metavar="URL|none",
+                   help="database of the Optuna studies, for optuna-dashboard (default: optuna.db beside a SQLite "
+                        "MLflow store, else in --storage; none: in memory)")
 
     sub.add_parser("methods", help="the registered methods: what each is, its paper, its file and search space")
 
@@ -241,6 +244,7 @@ def _settings(args, method_names):
                           objective=objective,
                           budgets=getattr(args, "budgets", None) or (),
                           budget_metric=getattr(args, "budget_metric", None) or "params_trainable",
+                          optuna_storage=getattr(args, "optuna_storage", None) or "",
                           **runner_settings(args))
 
 

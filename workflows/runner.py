@@ -148,6 +148,16 @@ def check_stores(s: RunnerSettings) -> None:
     tracking.check_store(s.uri)  # last: opening SQLite creates the file
 
 
+def experiment_path(s: RunnerSettings, name: str) -> str:
+    """Where Tune keeps the experiment `name` (a rerun restores it from there)."""
+    return f"{s.storage_path.rstrip('/')}/{name}"
+
+
+def restorable(s: RunnerSettings, name: str) -> bool:
+    """True when `fit(name, s, ...)` will restore a Tune experiment rather than start one."""
+    return tune.Tuner.can_restore(experiment_path(s, name))
+
+
 def fit(name: str, s: RunnerSettings, decode: Callable[[dict], dict], callback, *, param_space: dict | None = None,
         echo: bool = True, keep_model: bool = False, **tune_config: Any):
     """Run (or, when Tune has it in the storage, restore and finish) the Tune experiment `name` of the shared
@@ -160,7 +170,7 @@ def fit(name: str, s: RunnerSettings, decode: Callable[[dict], dict], callback, 
     fn = tune.with_resources(tune.with_parameters(trainable, decode=decode, checkpoint_seconds=s.checkpoint_seconds,
                                                   keep_model=keep_model),
                              {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
-    path = f"{s.storage_path.rstrip('/')}/{name}"
+    path = experiment_path(s, name)
     if tune.Tuner.can_restore(path):
         # A rerun of the same command (e.g. after the driver was killed): finished trials are kept.
         if echo:

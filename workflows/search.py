@@ -29,8 +29,9 @@ from sparsebench.methods.data import dataset_label, file_digest, list_datasets, 
 
 from . import budgets as budgeting
 from . import comparison as comparing
-from . import tracking
-from .runner import RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, under_parent
+from . import optuna_store, tracking
+from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, restorable,
+                     under_parent)
 from .search_space import SearchSpace, load_search_space
 from .trial import MlflowTrialCallback
 
@@ -54,6 +55,11 @@ class SearchSettings(RunnerSettings):
     budgets: tuple[float, ...] = ()  # parameter budgets (issue 16); empty: each method at its space's own sizes
     budget_metric: str = "params_trainable"   # what a budget counts: params_trainable | weights_nonzero
     objective: str = "val_acc"       # val_acc: one objective, ASHA; pareto: val_acc up and budget_metric down
+    optuna_storage: str = ""         # database of the Optuna studies; default beside the MLflow store (optuna_store.py)
+
+    @property
+    def optuna_url(self) -> str:
+        return optuna_store.resolve(self.optuna_storage, self.uri, self.storage_path)
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ def plan(s: SearchSettings) -> list[Study]:
     if budgets:
         budgeting.check_floor(budgets, info, s.budget_metric)
         studies = [_with_reach(st, info, s.budget_metric) for st in studies]
+    optuna_store.check(s.optuna_url, given=bool(s.optuna_storage))
     check_stores(s)
     return studies
 
@@ -216,12 +223,15 @@ def _fit(study: Study, s: SearchSettings, experiment: str, echo: bool):
                                              "budget_metric": s.budget_metric},
                                        max_epochs=s.epochs, echo=echo)
         callback.budget, callback.budget_metric = study.budget, s.budget_metric
-    searcher, scheduler = search_and_schedule(space, study.name, s)
+    # A study of this name in the database without its Tune experiment is stale (optuna_store.py); on a restore
+    # Tune brings back the searcher it checkpointed, and this one is not used.
+    storage = optuna_store.storage(s.optuna_url, study.name, fresh=not restorable(s, study.name))
+    searcher, scheduler = search_and_schedule(space, study.name, s, storage)
     return fit(study.name, s, decode, callback, echo=echo, search_alg=searcher, scheduler=scheduler,
                num_samples=s.num_samples)
 
 
-def search_and_schedule(space, name: str, s: SearchSettings):
+def search_and_schedule(space, name: str, s: SearchSettings, storage=None):
     """The Optuna searcher and the Tune scheduler of a study.
 
     val_acc: TPE on val_acc, ASHA stopping poor trials early on it. pareto: one multi-objective Optuna study,
@@ -230,15 +240,16 @@ def search_and_schedule(space, name: str, s: SearchSettings):
     than NSGA-II, whose default population of 50 (optuna NSGAIISampler) is more than a whole search's trials here,
     so it would never leave its random first generation. A multi-objective study cannot prune (Ray's OptunaSearch
     reports no intermediate values for a metric list) and ASHA needs one scalar, so in this mode no trial is
-    stopped early (FIFO): every point of the front is a network trained for all its epochs."""
+    stopped early (FIFO): every point of the front is a network trained for all its epochs. `storage`: the optuna
+    storage of the study (optuna_store.storage; None: in memory)."""
     import optuna
     from ray.tune.schedulers import FIFOScheduler
 
     sampler = optuna.samplers.TPESampler(seed=s.seed)
     if s.objective == "pareto":
         return (OptunaSearch(space=space, metric=[METRIC, s.budget_metric], mode=[MODE, "min"], sampler=sampler,
-                             study_name=name), FIFOScheduler())
-    return (OptunaSearch(space=space, metric=METRIC, mode=MODE, sampler=sampler, study_name=name),
+                             study_name=name, storage=storage), FIFOScheduler())
+    return (OptunaSearch(space=space, metric=METRIC, mode=MODE, sampler=sampler, study_name=name, storage=storage),
             ASHAScheduler(time_attr="epoch", metric=METRIC, mode=MODE, max_t=s.epochs,
                           grace_period=min(s.grace_period, s.epochs), reduction_factor=s.reduction_factor))
 
