@@ -166,3 +166,34 @@ def test_a_study_without_a_feasible_trial_is_a_cell_that_says_why():
     assert no_feasible_trial(grid, 8000.0, "params_trainable") == \
         "no trial within 5% of 8k (measured 8850-17058 params_trainable)"
     assert no_feasible_trial([], 2000.0, "weights_nonzero") == "no trial within 5% of 2k (no trial finished)"
+
+
+def test_a_pruning_trial_stopped_early_is_judged_by_nothing_it_measured():
+    """set_neuron's size falls with every pruning round: a trial ASHA stopped at epoch 2 of 12 measures a network far
+    above its budget, which is not the one its configuration deploys (Method.size_changes; search.judged)."""
+    from types import SimpleNamespace
+
+    from sparsebench.methods import get_method
+    from sparsebench.workflows.search import Study, best_config, judged
+
+    assert get_method("set_neuron").size_changes and not get_method("set").size_changes
+    assert not judged({"epoch": 2}, True, 12) and judged({"epoch": 12}, True, 12) and judged({"epoch": 2}, False, 12)
+    flat = {"method": "set_neuron", "data.dataset": "digits", "train.epochs": 12, "model.prune_target": 0.5,
+            "model.prune_start": 1, "model.prune_every": 2,
+            "train.lr": 0.1}
+
+    def trial(epoch, size, val, lr):
+        return SimpleNamespace(error=None, config={**flat, "train.lr": lr},
+                               metrics={"epoch": epoch, "params_trainable": size, "val_acc": val})
+
+    def best(grid, method="set_neuron"):
+        study = Study(method, SimpleNamespace(decode=dict), {**flat, "method": method}, "x", budget=2000.0)
+        cfg = best_config(grid, study)
+        return cfg and cfg["train.lr"]
+
+    stopped, finished_off = trial(2, 4572, 0.9, 0.01), trial(12, 2280, 0.8, 0.02)
+    assert best([stopped, finished_off]) == 0.01            # the stopped one is eligible; the finished one is 14% off
+    assert best([finished_off]) is None                     # a full-length trial off its budget never is
+    assert best([trial(12, 2050, 0.7, 0.03), stopped]) == 0.01
+    with_set = [SimpleNamespace(**{**vars(stopped), "config": {**stopped.config, "method": "set"}})]
+    assert best(with_set, "set") is None                    # a fixed-size method is judged at every epoch

@@ -63,3 +63,12 @@ def test_the_table_shows_each_cells_mean_flops_and_none_where_runs_have_none():
     assert df.loc["set", "flops_inference"] == 3000     # 3000.5 rounds half to even
     old = budget_table(frame({("dense", 2000): [0.90, 0.91]}))     # runs logged before FLOPs were measured
     assert old["flops_inference"].isna().all() and "flops_train" in old
+
+
+def test_a_cell_off_its_budget_is_marked_and_takes_no_part_in_the_verdicts():
+    runs = frame({("dense", 2000): [0.90, 0.91, 0.90], ("set", 2000): [0.80, 0.81, 0.79],
+                  ("set_neuron", 2000): [0.97, 0.98, 0.97]})
+    runs.loc[runs["method"] == "set_neuron", "params_trainable"] = 2280.0     # final seeds 14% above the budget
+    df = budget_table(runs, metric="params_trainable")
+    assert verdicts(df, 2000) == {"dense": "winner", "set": "", "set_neuron": "off budget: +14.0% params_trainable"}
+    assert verdicts(budget_table(runs), 2000)["set_neuron"] == "winner"      # without the metric: not checked

@@ -21,11 +21,11 @@ from sparsebench.methods.data import dataset_label
 from . import budgets as budgeting
 from . import tracking
 from .plots import comparison_figures
-from .tables import TableError, best_table, budget_table, experiments, render, runs_frame
+from .tables import FLOP_COLUMNS, TableError, best_table, budget_table, experiments, render, runs_frame
 
 KIND = "comparison"
 RECORD = "comparison.json"
-ROW_COLUMNS = ["dataset", "budget", "method", "test_acc", "params_trainable", "weights_nonzero", "seconds"]
+ROW_COLUMNS = ["dataset", "budget", "method", "test_acc", "params_trainable", "weights_nonzero", *FLOP_COLUMNS, "seconds"]
 OUTPUT = Path("comparisons")   # local copies of the table and figures, one folder per comparison
 
 
@@ -110,7 +110,7 @@ def finish(uri: str, comparison: str, results: list[dict[str, Any]], dataset: st
     rec = record_of(results, dataset, metric, final)
     c.log_dict(comparison, rec, RECORD)
     rows, unreachable, trials = frames(uri, rec)
-    table = budget_table(rows, unreachable)
+    table = budget_table(rows, unreachable, metric)
     run = c.get_run(comparison)
     out = OUTPUT / run.data.tags[tracking.TAG_STUDY]
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +183,6 @@ def stored_table(uri: str, experiment: str | None) -> pd.DataFrame:
     parts = []
     for name, _, rec in latest_records(uri, experiment):
         rows, unreachable, _ = frames(uri, rec)
-        parts.append(budget_table(rows, unreachable).assign(experiment=name))
+        parts.append(budget_table(rows, unreachable, rec["budget_metric"]).assign(experiment=name))
     table = pd.concat(parts, ignore_index=True)
     return table[["experiment", *[col for col in table.columns if col != "experiment"]]]

@@ -24,7 +24,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from sparsebench.methods import ConfigError, RunConfig
+from sparsebench.methods import ConfigError, RunConfig, get_method
 from sparsebench.methods.data import dataset_label, file_digest, list_datasets, load_dataset
 
 from . import budgets as budgeting
@@ -197,11 +197,22 @@ def no_feasible_trial(grid, budget: float, metric: str) -> str:
     return f"no trial within 5% of {budgeting.label(budget)} ({seen})"
 
 
+def judged(result: dict[str, Any], size_changes: bool, epochs: int) -> bool:
+    """Whether a trial's size at this result is the one it deploys: always for a method of fixed size, only after
+    the last epoch for one whose size changes in training (Method.size_changes): a pruning method ASHA stopped
+    before its last round has not reached its deployed size, and its measured size would call it infeasible. Such a
+    trial is then neither feasible nor infeasible by measurement; if it is the best, the final stage trains its
+    configuration to the end and measures that."""
+    return not size_changes or int(result.get("epoch", 0)) >= epochs
+
+
 def best_config(grid, study: Study, budget_metric: str = "params_trainable") -> dict[str, Any] | None:
     """The flat config of the finished trial with the best last val_acc (as `best_table` chooses), without its seed;
-    with a budget, among the trials whose measured size is within 5% of it only."""
+    with a budget, among the trials whose measured size is within 5% of it, or not judged by it (`judged`)."""
+    changes, epochs = get_method(study.method).size_changes, int(study.base["train.epochs"])
     ok = [r for r in grid if r.error is None and r.metrics and METRIC in r.metrics
-          and (study.budget is None or budgeting.feasible(r.metrics, study.budget, budget_metric))]
+          and (study.budget is None or not judged(r.metrics, changes, epochs)
+               or budgeting.feasible(r.metrics, study.budget, budget_metric))]
     if not ok:
         return None
     # The order best_table uses: val_acc, then fewer trainable parameters, then the earlier trial.
@@ -223,6 +234,7 @@ def _fit(study: Study, s: SearchSettings, experiment: str, echo: bool):
                                              "budget_metric": s.budget_metric},
                                        max_epochs=s.epochs, echo=echo)
         callback.budget, callback.budget_metric = study.budget, s.budget_metric
+        callback.size_changes = get_method(study.method).size_changes
     # A study of this name in the database without its Tune experiment is stale (optuna_store.py); on a restore
     # Tune brings back the searcher it checkpointed, and this one is not used.
     storage = optuna_store.storage(s.optuna_url, study.name, fresh=not restorable(s, study.name))
@@ -260,9 +272,10 @@ class BudgetTrialCallback(MlflowTrialCallback):
 
     budget: float
     budget_metric: str
+    size_changes: bool = False   # the method's Method.size_changes
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.budget_metric in result:
+        if self.budget_metric in result and judged(result, self.size_changes, self.max_epochs):
             result[budgeting.FEASIBLE_KEY] = float(budgeting.feasible(result, self.budget, self.budget_metric))
         super().on_trial_result(iteration, trials, trial, result, **info)
 

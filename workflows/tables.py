@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sparsebench.methods.core.budget import within_budget
+
 from . import tracking
 from .errors import TableError
 
@@ -130,11 +132,15 @@ def welch_p(a, b) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, str]] = ()) -> pd.DataFrame:
+def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, str]] = (),
+                 metric: str | None = None) -> pd.DataFrame:
     """Per (dataset, budget, method): test accuracy mean ± std (n) over the cell's runs (the final seeds), the mean
     sizes and wall time. Per (dataset, budget), the cell of highest mean is the `winner` only when Welch's t-test
     against the runner-up gives p < ALPHA; otherwise it and every cell not significantly below it (p >= ALPHA against
-    it) are a `tie`. `unreachable` adds (dataset, method, budget, why) cells that ran nothing."""
+    it) are a `tie`. `unreachable` adds (dataset, method, budget, why) cells that ran nothing. With the budget
+    `metric`, a cell whose runs measured a mean size more than 5% off its budget (the final seeds of a configuration
+    chosen before it trained to the end, methods/core/method.py `size_changes`) is `off budget` and takes no part in
+    the verdicts: it was not compared at the budget (issue 16: such a run "never enters a comparison")."""
     rows = []
     for (dataset, budget, method), g in runs.groupby(["dataset", "budget", "method"]):
         acc = g["test_acc"].dropna()
@@ -146,8 +152,11 @@ def budget_table(runs: pd.DataFrame, unreachable: list[tuple[str, str, float, st
     by_budget: dict[tuple, list[dict]] = {}
     for r in rows:
         by_budget.setdefault((r["dataset"], r["budget"]), []).append(r)
+        size = r.get(metric) if metric else None
+        if size is not None and pd.notna(size) and not within_budget(float(size), float(r["budget"])):
+            r["verdict"] = f"off budget: {size / r['budget'] - 1:+.1%} {metric}"
     for cells in by_budget.values():
-        ranked = sorted((c for c in cells if c["n"]), key=lambda c: -c["mean"])
+        ranked = sorted((c for c in cells if c["n"] and not c["verdict"]), key=lambda c: -c["mean"])
         if len(ranked) < 2:
             continue
         best, second = ranked[0], ranked[1]

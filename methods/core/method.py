@@ -47,6 +47,10 @@ class Method:
     requires: ClassVar[dict[str, Any]] = {}
     # Node scores `train.prune_score` may name for this method's networks (methods/nn/node_pruning.py).
     node_scores: ClassVar[tuple[str, ...]] = ("connectivity",)
+    # True when the network's size changes during training (pruning rounds, annealed sparsity, a node-removal
+    # phase): only a run trained all its epochs has the size `deployed_size` predicts, so a budget search judges an
+    # early-stopped trial's size by nothing it measured (workflows/search.py, BudgetTrialCallback).
+    size_changes: ClassVar[bool] = False
 
     def __init__(self, cfg: RunConfig, info: DataInfo):
         self.cfg = cfg

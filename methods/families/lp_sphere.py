@@ -169,6 +169,7 @@ class LpSphere(LpSGDMethod):
     summary = "LpSGD + the LpSS topology: annealed per-neuron thresholds, gradient-guided growth, semi-pruning"
     source = "Li et al., arXiv 2103.16013 (authors' SparseLpSSOptimizer)"
     Config = LpSphereConfig
+    size_changes = True   # the topology anneals towards its target sparsity between `begin` and `end`
 
     def __init__(self, cfg, info):
         super().__init__(cfg, info)

@@ -419,6 +419,7 @@ class SetNeuron(SET):
     summary = "SET + neuron importance pruning; pruned units lose every weight and never regrow"
     source = "Liu et al., arXiv 1906.11626"
     Config = SetNeuronConfig
+    size_changes = True   # every pruning round removes units until the last one
 
     @staticmethod
     def schedule(cfg) -> list[int]:

@@ -73,6 +73,7 @@ class SpectralFilter(Method):
     source = "Buffoni et al., Sci. Rep. 12, 11201 (2022), arXiv 2108.00940"
     Config = SpectralFilterConfig
     node_scores = ("eigenvalue", "connectivity")
+    size_changes = True   # eigenvalue-only epochs, then the node removal and the smaller network's full training
 
     def __init__(self, cfg, info):
         super().__init__(cfg, info)
