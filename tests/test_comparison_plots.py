@@ -80,3 +80,20 @@ def test_every_method_of_a_figure_has_its_own_colour_and_marker():
 
     looks = [tuple(sorted(style(i).items())) for i in range(40)]
     assert len(set(looks)) == 40
+
+
+def test_the_front_leaves_out_trials_stopped_before_their_network_reached_its_size():
+    """comparison.deployed_sizes: a spectral_filter trial ASHA stopped in its eigenvalue-only phase (266 trainable
+    parameters, no budget_feasible record) is not a point of the front; judged trials, feasible or not, are, and so
+    is every trial of a search without budgets."""
+    from sparsebench.workflows.comparison import deployed_sizes
+
+    trials = pd.DataFrame({
+        "method": ["spectral_filter", "spectral_filter", "dense", "set_neuron", "dense"],
+        "budget": [2000.0, 2000.0, 2000.0, 2000.0, None],
+        "budget_feasible": [None, 1.0, 1.0, 0.0, None],
+        "params_trainable": [266, 2014, 2027, 2280, 700], "test_acc": [0.5, 0.9, 0.93, 0.94, 0.8]})
+    kept = deployed_sizes(trials)
+    assert list(kept.index) == [1, 2, 3, 4]
+    assert 0 not in kept.index[pareto_front(kept, "params_trainable")]
+    assert deployed_sizes(trials.drop(columns="budget_feasible")).equals(trials.drop(columns="budget_feasible"))

@@ -99,7 +99,17 @@ def frames(uri: str, rec: dict[str, Any]) -> tuple[pd.DataFrame, list[tuple], pd
               else pd.DataFrame(columns=["dataset", "method", "test_acc", rec["budget_metric"]]))
     rows = final_rows(tracking.client(uri), rec["final"]) if rec["final"] else best_trial_rows(trials)
     finished = trials[(trials["status"] == "FINISHED") & ~trials["diverged"].astype(bool)] if len(trials) else trials
-    return rows, [tuple(u) for u in rec["unreachable"]], finished
+    return rows, [tuple(u) for u in rec["unreachable"]], deployed_sizes(finished)
+
+
+def deployed_sizes(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials whose measured size is that of the network they deploy: in a budget study, those with a
+    `budget_feasible` record (search.judged: a trial of a method whose size changes in training records none when
+    ASHA stopped it early, e.g. spectral_filter in its eigenvalue-only phase, with a few hundred trainable
+    parameters, which would otherwise lead the Pareto front with networks nobody trained to the end)."""
+    if trials.empty or "budget_feasible" not in trials:
+        return trials
+    return trials[trials["budget"].isna() | trials["budget_feasible"].notna()]
 
 
 def finish(uri: str, comparison: str, results: list[dict[str, Any]], dataset: str, metric: str,

@@ -145,7 +145,7 @@ def style(i: int) -> dict:
 def accuracy_vs_budget_figure(rows: pd.DataFrame, title: str) -> Figure:
     """Test accuracy vs budget (log x), one line per method: the mean over a cell's runs (the final seeds) with
     their standard deviation (ddof=1) as error bars; cells of one run have none."""
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    fig = Figure(figsize=(7.4, 4.2), layout="constrained")
     ax = fig.subplots()
     for i, (method, g) in enumerate(rows.dropna(subset=["test_acc"]).groupby("method", sort=True)):
         cells = g.groupby("budget")["test_acc"]
@@ -155,7 +155,8 @@ def accuracy_vs_budget_figure(rows: pd.DataFrame, title: str) -> Figure:
     ax.set_xlabel("budget")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    # Beside the axes: with the 11 registered methods a legend inside covers the points (and the front).
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=9)
     return fig
 
@@ -163,7 +164,7 @@ def accuracy_vs_budget_figure(rows: pd.DataFrame, title: str) -> Figure:
 def pareto_figure(trials: pd.DataFrame, size: str, title: str) -> Figure:
     """Every trial's test accuracy vs its measured `size` (log x), coloured by method; the points of the Pareto
     front (`pareto_front`) ringed in black and joined by a step line."""
-    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    fig = Figure(figsize=(7.4, 4.2), layout="constrained")
     ax = fig.subplots()
     pts = trials.dropna(subset=[size, "test_acc"])
     for i, (method, g) in enumerate(pts.groupby("method", sort=True)):
@@ -177,7 +178,8 @@ def pareto_figure(trials: pd.DataFrame, size: str, title: str) -> Figure:
     ax.set_xlabel(f"{size} (measured at the end of training)")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    # Beside the axes: with the 11 registered methods a legend inside covers the points (and the front).
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=9)
     return fig
 
