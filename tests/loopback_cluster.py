@@ -7,6 +7,10 @@ Ray rewrites `--node-ip-address 127.0.0.1` to the host's own routable address (r
 `resolve_ip_for_localhost`), so the raylets listen on this machine's interface; the dashboard and the MLflow
 server are bound to 127.0.0.1. Each worker raylet gets its own short --temp-dir: raylets sharing a session folder
 share `runtime_resources`, whose cleanup by one node removes another's unpacked working_dir.
+
+The head has its own --temp-dir and ray-client port too, and `stop` kills only this cluster's processes (those
+naming its temp dirs or its GCS port, and everything under them), never `ray stop --force`: that stops every Ray
+on the machine, a developer's own cluster or a second test session's included (issue 21).
 """
 from __future__ import annotations
 
@@ -64,9 +68,11 @@ def descendants(pid: int, table: dict[int, tuple[int, str]]) -> list[int]:
     return kids + [d for k in kids for d in descendants(k, table)]
 
 
-def trial_workers() -> list[int]:
-    """Ray worker processes running a Tune function trainable (Ray sets their title to ray::ImplicitFunc...)."""
-    return [p for p, (_, cmd) in processes().items() if cmd.startswith("ray::ImplicitFunc")]
+def trial_workers(among: set[int] | None = None) -> list[int]:
+    """Ray worker processes running a Tune function trainable (Ray sets their title to ray::ImplicitFunc...), of
+    the processes `among` when given (a cluster's own: LoopbackCluster.trial_workers)."""
+    return [p for p, (_, cmd) in processes().items()
+            if cmd.startswith("ray::ImplicitFunc") and (among is None or p in among)]
 
 
 def alive(pid: int) -> bool:
@@ -95,6 +101,8 @@ class LoopbackCluster:
         self.env.pop("RAY_ADDRESS", None)
         self.gcs, self.dash_port, self.mlflow_port = free_port(), free_port(), free_port()
         self.workers: dict[str, Path] = {}   # node id -> its --temp-dir
+        # Short: Ray's unix sockets live under it and their paths may not exceed 107 bytes.
+        self.head_tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
         self.server: subprocess.Popen | None = None
         self.server_dir = base / "server"
         self.server_dir.mkdir(exist_ok=True)
@@ -102,6 +110,11 @@ class LoopbackCluster:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.gcs}"
+
+    @property
+    def session_dir(self) -> Path:
+        """The head's session folder (Ray links session_latest to the newest)."""
+        return self.head_tmp / "session_latest"
 
     @property
     def dashboard(self) -> str:
@@ -116,11 +129,11 @@ class LoopbackCluster:
 
     # ------------------------------------------------------------------ nodes
     def start(self, workers: list[int]) -> "LoopbackCluster":
-        run([RAY, "stop", "--force"], self.env, check=False)
         # The README's first step: `ray start` refuses to start in token mode until the token exists.
         run([RAY, "get-auth-token", "--generate"], self.env)
         run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.gcs), "--num-cpus", "0",
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dash_port)], self.env)
+             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dash_port), "--temp-dir", str(self.head_tmp),
+             "--ray-client-server-port", str(free_port())], self.env)
         server = self._spawn_server()          # the server, the workers: all starting at once
         self.add_workers(workers)
         self._wait_for_server(server)
@@ -180,10 +193,35 @@ class LoopbackCluster:
             pid = ppid
         raise LookupError("no raylet above this process")
 
+    def own_processes(self) -> list[int]:
+        """This cluster's processes: every one whose command line names its temp dirs or its GCS address (the
+        GCS server, raylets, dashboard, monitors, the ray-client proxy), and every process under them (agents,
+        workers, job supervisors and drivers)."""
+        table = processes()
+        marks = [str(self.head_tmp), *map(str, self.workers.values()), f":{self.gcs} ", f":{self.gcs}\0"]
+        roots = [p for p, (_, cmd) in table.items() if p != os.getpid()
+                 and any(m in cmd + "\0" for m in marks)]
+        return sorted({*roots, *(d for r in roots for d in descendants(r, table))})
+
+    def trial_workers(self) -> list[int]:
+        """This cluster's trial worker processes (another Ray on the machine may run trials of its own)."""
+        return trial_workers(set(self.own_processes()))
+
     def stop(self) -> None:
         self.stop_server()
-        run([RAY, "stop", "--force"], self.env, check=False)
-        for tmp in self.workers.values():
+        for _ in range(3):    # a raylet may restart a worker while its siblings die: look again
+            victims = self.own_processes()
+            if not victims:
+                break
+            for p in victims:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + 10
+            while time.time() < deadline and any(alive(p) for p in victims):
+                time.sleep(0.1)
+        for tmp in [*self.workers.values(), self.head_tmp]:
             shutil.rmtree(tmp, ignore_errors=True)
         self.workers.clear()
 

@@ -27,7 +27,7 @@ import torch
 from sparsebench.workflows import tracking
 from sparsebench.workflows.trainable import HISTORY_KEY, STATE_FILE
 
-from .loopback_cluster import RAY, REPO, Holds, LoopbackCluster, alive, trial_workers
+from .loopback_cluster import RAY, REPO, Holds, LoopbackCluster, alive, processes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -121,7 +121,7 @@ def test_job_submit_logs_every_trial_to_the_server_and_results_to_the_storage(cl
     assert {p.name for p in REPO.iterdir()} == before
     # The job unpacked its working_dir in the head's session folder (each worker raylet has its own --temp-dir):
     # the code is there, and nothing .rayignore excludes.
-    pkgs = [p for p in Path("/tmp/ray/session_latest/runtime_resources/working_dir_files").glob("_ray_pkg_*")
+    pkgs = [p for p in (cluster.session_dir / "runtime_resources/working_dir_files").glob("_ray_pkg_*")
             if p.is_dir()]
     assert pkgs, "no unpacked working_dir found"
     pkg = max(pkgs, key=lambda p: p.stat().st_mtime)
@@ -129,6 +129,70 @@ def test_job_submit_logs_every_trial_to_the_server_and_results_to_the_storage(cl
     assert {"methods", "workflows", "search_spaces", "pyproject.toml"} <= names
     assert not names & {".git", "mlruns", "mlflow.db", "ray_results", "build", "reproductions"}, names
     assert not list(pkg.rglob("*.pt")) and not list(pkg.rglob("__pycache__"))
+
+
+def test_a_job_ships_its_data_file_and_every_node_reads_its_own_copy(cluster, tmp_path):
+    """`ray job submit --working-dir <folder>` with `--dataset mydata/wine.csv` inside it (docs/cluster.md, "Your
+    data on the cluster"). Each node here has its own Ray --temp-dir, so the working dir is unpacked at a different
+    path on each: the absolute path the driver sees exists on its node only. The two trials hold after epoch 1 until
+    both are held, so they run at once, one per worker node: at least one is on a node other than the driver's."""
+    from sklearn.datasets import load_wine
+
+    job = tmp_path / "job"
+    (job / "mydata").mkdir(parents=True)
+    load_wine(as_frame=True).frame.to_csv(job / "mydata" / "wine.csv", index=False)   # label column: `target`
+    holds, exp, storage = Holds(tmp_path / "holds", epoch=1), "jobs/wine-file", cluster.base / "job_file_results"
+    runtime_env = json.dumps({"env_vars": holds.env})   # the hold points reach the job as a user's variables would
+    cmd = [RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(job), "--runtime-env-json",
+           runtime_env, "--", "sparsebench", "search", "--methods", "dense", "--dataset", "mydata/wine.csv",
+           "--num-samples", "2", "--epochs", "2", "--grace-period", "2", "--experiment", exp,
+           "--tracking-uri", cluster.mlflow, "--storage", str(storage)]
+    log = tmp_path / "job.log"
+    submit = subprocess.Popen(cmd, cwd=tmp_path, env=cluster.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while not holds.ready(2):
+            assert submit.poll() is None, f"the job ended ({submit.returncode}) before both trials held:\n" + log.read_text()[-4000:]
+            assert time.time() < deadline, "both trials did not hold in 300 s:\n" + log.read_text()[-4000:]
+            time.sleep(0.2)
+    finally:
+        holds.release()
+    assert submit.wait(timeout=300) == 0 and "succeeded" in log.read_text(), log.read_text()[-4000:]
+    runs = assert_complete(cluster, exp, 2, 2)
+    tags = [cluster.client().get_run(r.info.run_id).data.tags for r in runs]
+    assert {t["trial.node_id"] for t in tags} == set(cluster.workers)    # one trial on each worker node
+    for t in tags:   # each read the copy its own node unpacked (on one machine the head's copy is readable too)
+        assert Path(t["trial.data_file"]).is_relative_to(cluster.workers[t["trial.node_id"]]), t["trial.data_file"]
+        assert t["trial.data_file"].endswith("/mydata/wine.csv")
+    for r in runs:
+        (inp,) = cluster.client().get_run(r.info.run_id).inputs.dataset_inputs
+        assert inp.dataset.name == "wine.csv"
+    params = cluster.client().get_run(runs[0].info.run_id).data.params
+    assert params["data.dataset"] == "mydata/wine.csv"          # relative to the working dir, not one node's path
+
+
+def test_stopping_the_cluster_leaves_another_ray_on_the_machine_running(tmp_path):
+    """A developer's own Ray (or a second test session's cluster) survives the suite: LoopbackCluster.stop kills
+    only its own processes, never `ray stop --force`."""
+    other = LoopbackCluster(tmp_path / "other").start(workers=[1])
+    table = processes()
+    theirs = set(other.own_processes())
+    daemons = [p for p in theirs if any(k in table[p][1] for k in ("gcs_server ", "raylet/raylet ", "dashboard.py"))]
+    assert len(daemons) >= 4, [table[p][1][:80] for p in theirs]   # GCS, dashboard, the head's and a worker's raylet
+    mine = LoopbackCluster(tmp_path / "mine")
+    try:
+        mine.start(workers=[1])
+        ours = set(mine.own_processes())
+        assert ours and not ours & theirs
+        mine.stop()
+        assert not [p for p in ours if alive(p)]
+        assert all(alive(p) for p in daemons)
+        p = subprocess.run([RAY, "status", "--address", other.address], env=other.env, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0 and "1.0 CPU" in p.stdout, p.stdout + p.stderr      # and it still answers
+    finally:
+        mine.stop()
+        other.stop()
 
 
 def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_ends_as_if_never_killed(cluster, tmp_path):
@@ -141,7 +205,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_and_ends_as_if_nev
     (run,) = cluster.wait_for(lambda: logged_past(cluster, exp, at), f"epoch {at} in MLflow", driver=driver,
                               name="kill-worker")
     assert cluster.epochs(run.info.run_id) == list(range(1, at + 1))      # held: nothing after the hold point
-    (pid,) = trial_workers()
+    (pid,) = cluster.trial_workers()
     os.kill(pid, signal.SIGKILL)
     holds.release()
     cluster.finish(driver, "kill-worker")
@@ -203,7 +267,7 @@ def test_a_killed_driver_is_restored_by_rerunning_the_command_without_rerunning_
     before = {r.info.run_id: stamps(r.info.run_id) for r in done}
     finished_ids = {r.data.tags[tracking.TAG_TRIAL] for r in done}
     # Ray ends the dead driver's trial actors (the held ones among them) before the rerun can use their CPUs.
-    cluster.wait_for(lambda: not trial_workers(), "the dead driver's trials to end", timeout=120)
+    cluster.wait_for(lambda: not cluster.trial_workers(), "the dead driver's trials to end", timeout=120)
 
     out = cluster.finish(cluster.search(*args, name="kill-driver-rerun"), "kill-driver-rerun")
     assert "restoring study" in out

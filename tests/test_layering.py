@@ -33,7 +33,7 @@ SUBLAYERS = {
     "sparsebench.methods.data": ["types", "fetch", "splits", "registry", "augment", "sources", "files", "load"],
     # workflows: leaves (no workflow import) < what trials need < the driver's parts < the runner < commands < CLI.
     "sparsebench.workflows": [
-        "errors", "yaml_input", "checkpointing", "failpoints", "hardware", "system_metrics", "sqlite_seed", "plots", "search_space", "budgets",
+        "errors", "yaml_input", "checkpointing", "failpoints", "ray_job", "hardware", "system_metrics", "sqlite_seed", "plots", "search_space", "budgets",
         "protocol", "repro_table", "results_table", "tracking", "optuna_store", "server", "trainable", "trial", "tables", "catalog", "comparison",
         "runner", "search", "reproduce", "cli", "__main__",
     ],

@@ -37,6 +37,7 @@ from sparsebench.methods import ConfigError, DatasetError, RunConfig, list_datas
 from sparsebench.methods.data.files import check_path, formats_help, looks_like_path
 from sparsebench.methods.core.registry import UnknownMethodError, get_method
 from . import budgets as budgeting
+from . import ray_job
 from .yaml_input import YamlInputError, read_yaml
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
@@ -238,7 +239,7 @@ def _dataset_ref(ds: Any, where: str, base: Path) -> str:
         check_path(path)
     except DatasetError as err:
         _fail(where, f"dataset {ds!r}: {err}")
-    return str(path)
+    return ray_job.driver_path(str(path))
 
 
 def _budgets(values: Any, where: str) -> list[float]:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import ray
 from ray import tune
 
-from . import failpoints, tracking
+from . import failpoints, ray_job, tracking
 from .checkpointing import CHECKPOINT_SECONDS
 from .errors import ResourceError, SearchInterrupted  # noqa: F401  (re-exported for the commands)
 from .trainable import run_config_from, trainable
@@ -105,7 +105,8 @@ def init_ray(num_cpus: int | None = None) -> None:
         return
     # Methods kept outside the package (methods/families/__init__.py) must be discovered in every worker too.
     # So must a fault test's hold points (workflows/failpoints.py).
-    env = {k: os.environ[k] for k in ("SPARSEBENCH_METHOD_PATH", *failpoints.ENV_VARS) if os.environ.get(k)}
+    # Those a job's runtime env already carries reach the workers through it (ray_job.driver_env_vars).
+    env = ray_job.driver_env_vars(("SPARSEBENCH_METHOD_PATH", *failpoints.ENV_VARS))
     runtime_env = {"env_vars": env} if env else None
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, runtime_env=runtime_env)

@@ -29,7 +29,7 @@ from sparsebench.methods.data import dataset_label, file_digest, list_datasets, 
 
 from . import budgets as budgeting
 from . import comparison as comparing
-from . import optuna_store, tracking
+from . import optuna_store, ray_job, tracking
 from .runner import (RunnerSettings, SearchInterrupted, check_resources, check_stores, fit, init_ray, restorable,
                      under_parent)
 from .search_space import SearchSpace, load_search_space
@@ -79,8 +79,9 @@ def experiment_name(s: SearchSettings) -> str:
 
 def data_path(text: str) -> str:
     """A registered name as it is; a file or folder as an absolute path, since Ray Tune runs each trial in a
-    working directory of its own (a relative path would not be found there)."""
-    return text if not text or text in list_datasets() else str(Path(text).expanduser().resolve())
+    working directory of its own, or relative to a Ray job's working dir when it is shipped inside it
+    (workflows/ray_job.py: every node has its own copy)."""
+    return text if not text or text in list_datasets() else ray_job.driver_path(text)
 
 
 def data_identity(base: dict[str, Any]) -> dict[str, Any]:

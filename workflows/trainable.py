@@ -20,7 +20,7 @@ from ray import tune
 
 from sparsebench.methods import DatasetError, RunConfig, Trainer, list_datasets
 
-from . import failpoints
+from . import failpoints, ray_job
 from .system_metrics import Sampler
 from .checkpointing import CHECKPOINT_SECONDS, CheckpointCadence
 from .hardware import hardware
@@ -50,6 +50,10 @@ def trial_trainer(cfg: RunConfig) -> Trainer:
     """The trial's Trainer, its data read on the node the trial runs on. The driver checked the data on its own node
     only: a file missing or unreadable here fails the trial with one line naming the file and this node (after
     Tune's retries the trial's run is FAILED with that line as its `error` tag)."""
+    data = cfg.data
+    if data.dataset not in list_datasets():   # a file shipped in the job's working dir: this node's copy
+        cfg = cfg.replace(**{"data.dataset": ray_job.node_path(data.dataset),
+                             "data.test_dataset": ray_job.node_path(data.test_dataset)})
     try:
         return Trainer(cfg, device="auto")
     except DatasetError as e:
@@ -91,6 +95,7 @@ def trainable(config: dict[str, Any], decode=None, checkpoint_seconds: float = C
     info = {"config_hash": cfg.hash(), "dataset_checksum": trainer.data.info.checksum, "device": str(trainer.device),
             "dataset_input": dataset_description(cfg, trainer.data.info),
             "trial.node_id": ray.get_runtime_context().get_node_id(),
+            **({"trial.data_file": trainer.cfg.data.dataset} if cfg.data.dataset not in list_datasets() else {}),
             **{f"trial.{k}": v for k, v in hardware().items()}}
 
     cadence = CheckpointCadence(checkpoint_seconds)
